@@ -1,0 +1,135 @@
+"""Command line: `rvq-viewer info|audit ...`. Bad input exits with status 2 and one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RvqViewerError
+
+EXIT_BAD_INPUT = 2
+# Subcommands that live in their own module `rvq_viewer/commands/<name>.py`, each with
+# `register(subparsers)` and `run(args) -> int`. Add a name here to add a command.
+PLUGIN_COMMANDS: tuple[str, ...] = ()
+COMMANDS = ("info", "audit") + PLUGIN_COMMANDS
+
+
+def demo_paths() -> tuple[Path, list[Path]]:
+    """The bundled demo: the healthy quantizer and its held-out features."""
+    root = Path(__file__).resolve().parent.parent / "assets" / "demo"
+    return root / "healthy.pt", [root / "heldout.npy"]
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="quantizer checkpoint (.pt/.pth/.ckpt/.safetensors/.npy/.npz)")
+    parser.add_argument("--format", help="force a checkpoint format instead of detecting it")
+    parser.add_argument("--n-q", type=int, help="use only the first N layers")
+    parser.add_argument("--skip-transform", action="store_true",
+                        help="features are already projected (e.g. GPT-SoVITS features after ssl_proj)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rvq-viewer", description="Audit the codebooks of a residual "
+                                     "vector quantizer. With no command, opens the desktop app.")
+    parser.add_argument("--version", action="version", version=f"rvq-viewer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="detected format, n_q, K, D and EMA statistics of a checkpoint")
+    _add_load_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    audit = sub.add_parser("audit", help="encode features and report per-layer codebook health")
+    _add_load_options(audit)
+    audit.add_argument("features", nargs="+", help="feature files or folders (.npy, .pt, .npz, .safetensors)")
+    audit.add_argument("--json", dest="json_out", metavar="OUT", help="write the JSON report to OUT")
+    audit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    audit.add_argument("--batch", type=int, default=16384, help="frames per chunk (default: 16384)")
+    audit.add_argument("--layout", choices=["TD", "DT", "BDT", "BTD"],
+                       help="axis order of the feature arrays when their shape is ambiguous")
+    audit.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
+    audit.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's, 2)")
+    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name in PLUGIN_COMMANDS:
+        _plugin(name).register(sub)
+    return parser
+
+
+def _plugin(name: str):
+    return importlib.import_module(f"rvq_viewer.commands.{name}")
+
+
+def cmd_info(args) -> int:
+    from .io import load_quantizer
+    quantizer = load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
+                               skip_transform=args.skip_transform)
+    summary = quantizer.summary()
+    summary["notes"] = quantizer.notes
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{args.checkpoint}")
+    for key in ("format", "n_q", "codebook_size", "dim", "codebook_dim", "ema_statistics", "dead_code_rule"):
+        print(f"  {key:15} {summary[key]}")
+    for note in quantizer.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from tqdm import tqdm
+
+    from .audit import resolve_device, run_audit
+    from .io import FeatureSource, load_quantizer
+
+    quantizer = load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
+                               skip_transform=args.skip_transform)
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise RvqViewerError(f"--device {args.device}: {exc}") from None
+    source = FeatureSource(args.features, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
+                           frame_stride=quantizer.frame_stride, key=args.key)
+    bar = None if args.quiet else tqdm(total=source.total_frames(), unit="frames", unit_scale=True,
+                                       file=sys.stderr, desc=f"audit on {device}")
+    last = 0
+
+    def progress(snapshot):
+        nonlocal last
+        bar.update(snapshot.frames_done - last)
+        last = snapshot.frames_done
+
+    try:
+        result = run_audit(quantizer, source, device, ema_threshold=args.ema_threshold,
+                           progress=progress if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if args.json_out:
+        result.write_json(args.json_out)
+    print(f"{quantizer.format}: n_q={quantizer.n_q} K={quantizer.codebook_size} D={quantizer.dim}, "
+          f"{result.frames} frames from {len(source.files)} file(s)")
+    print(result.table())
+    if result.ema_dead_rule:
+        print(f"ema-dead: {result.ema_dead_rule} in the checkpoint; dead: unused on these features")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"info": cmd_info, "audit": cmd_audit}
+    handlers.update({name: _plugin(name).run for name in PLUGIN_COMMANDS})
+    try:
+        return handlers[args.command](args)
+    except RvqViewerError as exc:
+        print(f"rvq-viewer: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. the report's folder is read-only or the disk is full
+        print(f"rvq-viewer: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("rvq-viewer: interrupted", file=sys.stderr)
+        return 130

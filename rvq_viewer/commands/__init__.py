@@ -1,0 +1,1 @@
+"""Subcommands beyond info and audit, one module each (see `rvq_viewer.cli.PLUGIN_COMMANDS`)."""

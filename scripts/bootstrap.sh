@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create or update .venv at the project root and install rvq-viewer into it.
+#   scripts/bootstrap.sh        the app
+#   scripts/bootstrap.sh test   the app, the test tools and the peer packages the parity tests run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+py=.venv/bin/python
+$py -m pip install -q --upgrade pip
+# Where torch is missing, take the pinned CPU wheel (on this machine's disk) before the open range
+# in pyproject.toml could pull a multi-GB CUDA build. A GPU user installs their CUDA torch first.
+$py -c "import torch" 2>/dev/null || $py -m pip install -q "torch==2.13.0"
+if [ "${1:-}" = "test" ]; then
+    $py -m pip install -q -e ".[test]"
+    # Parity references. encodec declares torchaudio, which this torch does not need and which could
+    # replace it: its quantizer needs only torch and einops, so it goes in without dependencies.
+    $py -m pip install -q --no-deps "encodec==0.1.1"
+else
+    $py -m pip install -q -e .
+fi
