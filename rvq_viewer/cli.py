@@ -14,7 +14,7 @@ from .errors import RvqViewerError
 EXIT_BAD_INPUT = 2
 # Subcommands that live in their own module `rvq_viewer/commands/<name>.py`, each with
 # `register(subparsers)` and `run(args) -> int`. Add a name here to add a command.
-PLUGIN_COMMANDS: tuple[str, ...] = ()
+PLUGIN_COMMANDS: tuple[str, ...] = ("events",)
 COMMANDS = ("info", "audit") + PLUGIN_COMMANDS
 
 

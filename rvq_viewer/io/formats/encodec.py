@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import torch
 
-from ...core import Quantizer
+from ...core import DeadCodeRule, Quantizer
 from ...errors import LoadError
 from .base import Checkpoint, Format, check_codebook, check_same_dim
 
@@ -86,11 +86,25 @@ def build_encodec_rvq(ckpt: Checkpoint, prefix: str, fmt: str, **kwargs) -> Quan
     others = [p for p in find_rvq_prefixes(ckpt.state) if p != prefix]
     if others:
         notes.append(f"using the quantizer at '{prefix}'; also found: {', '.join(others)}")
+    rule = _stored_dead_code_rule(ckpt)
+    if rule is not None:
+        kwargs.setdefault("dead_code_rule", rule)
+        notes.append(f"dead-code rule from the checkpoint's config: {rule.describe()}")
     common = dict(format=fmt, codebooks=tables, cluster_size=cluster_size, notes=notes,
                   source=str(ckpt.path), **kwargs)
     if any(p is not None for p in projections):
         return ProjectedQuantizer(projections=projections, input_dim=_projected_dim(projections), **common)
     return Quantizer(**common)
+
+
+def _stored_dead_code_rule(ckpt: Checkpoint) -> DeadCodeRule | None:
+    """The threshold a run was trained with, where its checkpoint records it (rvq-viewer's trainer
+    writes `config.threshold_ema_dead_code` and `config.threshold_relative`)."""
+    config = ckpt.meta.get("config")
+    value = config.get("threshold_ema_dead_code") if isinstance(config, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        return None
+    return DeadCodeRule("relative" if config.get("threshold_relative") else "absolute", float(value))
 
 
 def _projection(ckpt: Checkpoint, base: str) -> tuple | None:
