@@ -105,7 +105,7 @@ class Trainer:
         s = self.settings
         # The random (kaiming) init of kmeans_init=False draws from torch's global RNG inside the
         # codebook constructor, so seed it here too for reproducible runs.
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
             rvq = ResidualVectorQuantization(
                 num_quantizers=s.n_q, dim=dim, codebook_size=s.codebook_size, kmeans_init=s.kmeans_init,
@@ -151,7 +151,8 @@ class Trainer:
     def _set_relative_thresholds(self) -> None:
         s = self.settings
         for cb in self.codebooks:
-            cb.threshold_ema_dead_code = s.threshold_ema_dead_code * cb.cluster_size.sum().item() / s.codebook_size
+            uniform_share = cb.cluster_size.sum().item() / s.codebook_size
+            cb.threshold_ema_dead_code = s.threshold_ema_dead_code * uniform_share
 
     def _draw_batch(self) -> torch.Tensor:
         """[1, D, batch]: the layout the quantizer takes, with the frames as time steps."""

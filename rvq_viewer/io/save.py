@@ -60,5 +60,7 @@ def save_checkpoint(path: str | Path, rvq: nn.Module, step: int | None = None,
         package["step"] = int(step)
     if config is not None:
         package["config"] = dict(config)
-    with atomic_path(path) as tmp:
-        torch.save(package, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # Through a file object: torch.save(path) would store the random temporary name in the archive,
+        # so the same state would give different bytes on every save.
+        torch.save(package, fh)
