@@ -12,9 +12,10 @@ from . import __version__
 from .errors import RvqViewerError
 
 EXIT_BAD_INPUT = 2
+EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
 # Subcommands that live in their own module `rvq_viewer/commands/<name>.py`, each with
 # `register(subparsers)` and `run(args) -> int`. Add a name here to add a command.
-PLUGIN_COMMANDS: tuple[str, ...] = ("events",)
+PLUGIN_COMMANDS: tuple[str, ...] = ("events", "report")
 COMMANDS = ("info", "audit") + PLUGIN_COMMANDS
 
 
@@ -24,7 +25,7 @@ def demo_paths() -> tuple[Path, list[Path]]:
     return root / "healthy.pt", [root / "heldout.npy"]
 
 
-def _add_load_options(parser: argparse.ArgumentParser) -> None:
+def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="quantizer checkpoint (.pt/.pth/.ckpt/.safetensors/.npy/.npz)")
     parser.add_argument("--format", help="force a checkpoint format instead of detecting it")
     parser.add_argument("--n-q", type=int, help="use only the first N layers")
@@ -39,11 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="detected format, n_q, K, D and EMA statistics of a checkpoint")
-    _add_load_options(info)
+    add_load_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     audit = sub.add_parser("audit", help="encode features and report per-layer codebook health")
-    _add_load_options(audit)
+    add_load_options(audit)
     audit.add_argument("features", nargs="+", help="feature files or folders (.npy, .pt, .npz, .safetensors)")
     audit.add_argument("--json", dest="json_out", metavar="OUT", help="write the JSON report to OUT")
     audit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
     audit.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's, 2)")
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    audit.add_argument("--fail-on", choices=("collapse", "warning", "never"), default="never",
+                       help=f"exit with status {EXIT_VERDICT} when a verdict of this severity holds "
+                            "(for training pipelines)")
     for name in PLUGIN_COMMANDS:
         _plugin(name).register(sub)
     return parser
@@ -82,7 +86,7 @@ def cmd_info(args) -> int:
 def cmd_audit(args) -> int:
     from tqdm import tqdm
 
-    from .audit import resolve_device, run_audit
+    from .audit import resolve_device, run_audit, with_threshold
     from .io import FeatureSource, load_quantizer
 
     quantizer = load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
@@ -108,14 +112,17 @@ def cmd_audit(args) -> int:
     finally:
         if bar:
             bar.close()
+    from .diagnosis import diagnose, exit_code_for, format_verdicts, write_json
+    verdicts = diagnose(result, with_threshold(quantizer, args.ema_threshold))
     if args.json_out:
-        result.write_json(args.json_out)
+        write_json(args.json_out, result, verdicts)
     print(f"{quantizer.format}: n_q={quantizer.n_q} K={quantizer.codebook_size} D={quantizer.dim}, "
           f"{result.frames} frames from {len(source.files)} file(s)")
     print(result.table())
     if result.ema_dead_rule:
         print(f"ema-dead: {result.ema_dead_rule} in the checkpoint; dead: unused on these features")
-    return 0
+    print(format_verdicts(verdicts, "warning"))
+    return exit_code_for(verdicts, args.fail_on)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,123 @@
+"""`rvq-viewer report CKPT FEATURES... --html OUT.html`: audit, diagnose and write one self-contained HTML file.
+
+With `--compare CKPT_B` (another quantizer on the same or `--features-b` features) or `--features-b`
+alone (the same quantizer on a second feature set) the report gains a side-by-side comparison.
+`--fail-on collapse` makes the command exit with status 3 when a collapse verdict holds, like `audit`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import RvqViewerError
+
+NAME = "report"
+
+
+def register(subparsers) -> None:
+    from ..cli import add_load_options
+    from ..diagnosis import FAIL_ON
+
+    parser = subparsers.add_parser(
+        NAME, help="audit, diagnose and write a self-contained HTML report (verdicts, tables, charts)",
+        description="Audit a quantizer on features, diagnose its codebooks and write one self-contained HTML "
+                    "file with the verdicts, their evidence and remedies, tables and charts.")
+    add_load_options(parser)
+    parser.add_argument("features", nargs="+", help="feature files or folders (.npy, .pt, .npz, .safetensors)")
+    parser.add_argument("--html", required=True, metavar="OUT.html", help="write the report here")
+    parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON report with verdicts")
+    parser.add_argument("--compare", metavar="CKPT_B", help="a second quantizer to compare with (same format options)")
+    parser.add_argument("--features-b", nargs="+", metavar="FEATURES",
+                        help="features for the second audit (default: the same features)")
+    parser.add_argument("--title", help="title of the report (default: the checkpoint's file name)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--batch", type=int, default=16384, help="frames per chunk (default: 16384)")
+    parser.add_argument("--layout", choices=["TD", "DT", "BDT", "BTD"],
+                        help="axis order of the feature arrays when their shape is ambiguous")
+    parser.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
+    parser.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's)")
+    parser.add_argument("--no-pairs", action="store_true",
+                        help="skip the second pass that measures redundancy between layers and the rank of "
+                             "each layer's input (faster; those rules are then left out)")
+    parser.add_argument("--fail-on", choices=FAIL_ON, default="never",
+                        help="exit with status 3 when a verdict of this severity holds (default: never)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _audit(quantizer, paths, args, device, label: str):
+    """Audit plus (unless --no-pairs) the pair pass, with a progress bar per pass on stderr."""
+    from tqdm import tqdm
+
+    from ..audit import run_audit, with_threshold
+    from ..diagnosis import gather_pairs
+    from ..io import FeatureSource
+
+    source = FeatureSource(paths, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
+                           frame_stride=quantizer.frame_stride, key=args.key)
+    bar = None if args.quiet else tqdm(total=source.total_frames(), unit="frames", unit_scale=True,
+                                       file=sys.stderr, desc=f"audit {label} on {device}")
+    last = 0
+
+    def progress(snapshot):
+        nonlocal last
+        bar.update(snapshot.frames_done - last)
+        last = snapshot.frames_done
+
+    try:
+        result = run_audit(quantizer, source, device, ema_threshold=args.ema_threshold,
+                           progress=progress if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    pairs = None
+    if not args.no_pairs:
+        if not args.quiet:
+            print(f"pairs {label}: joint code histograms of consecutive layers", file=sys.stderr)
+        pairs = gather_pairs(quantizer, source, device)
+    return with_threshold(quantizer, args.ema_threshold), result, pairs
+
+
+def run(args) -> int:
+    from ..audit import resolve_device
+    from ..compare import compare
+    from ..diagnosis import diagnose, exit_code_for, format_verdicts, write_json
+    from ..io import load_quantizer
+    from ..report import write_html
+
+    def load(path):
+        return load_quantizer(path, format=args.format, n_q=args.n_q, skip_transform=args.skip_transform)
+
+    if not args.html.lower().endswith((".html", ".htm")):
+        raise RvqViewerError(f"--html {args.html}: the report is HTML; give a file name ending in .html")
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise RvqViewerError(f"--device {args.device}: {exc}") from None
+
+    quantizer = load(args.checkpoint)
+    quantizer, result, pairs = _audit(quantizer, args.features, args, device, "A" if args.compare or args.features_b else "")
+    verdicts = diagnose(result, quantizer, pairs)
+
+    comparison = verdicts_b = None
+    if args.compare or args.features_b:
+        quantizer_b = load(args.compare) if args.compare else quantizer
+        features_b = args.features_b or args.features
+        quantizer_b, result_b, pairs_b = _audit(quantizer_b, features_b, args, device, "B")
+        verdicts_b = diagnose(result_b, quantizer_b, pairs_b)
+        label_a = args.checkpoint if args.compare else f"{args.checkpoint} on {' '.join(args.features)}"
+        label_b = args.compare if args.compare else f"{args.checkpoint} on {' '.join(features_b)}"
+        if args.compare and args.features_b:
+            label_a += f" on {' '.join(args.features)}"
+            label_b += f" on {' '.join(features_b)}"
+        comparison = compare(result, result_b, quantizer, quantizer_b, label_a, label_b)
+
+    write_html(args.html, result, quantizer, verdicts, comparison, pairs, args.title, verdicts_b)
+    if args.json_out:
+        write_json(args.json_out, result, verdicts)
+    print(f"{quantizer.format}: n_q={quantizer.n_q} K={quantizer.codebook_size} D={quantizer.dim}, "
+          f"{result.frames} frames")
+    print(format_verdicts(verdicts, "warning"))
+    if comparison is not None:
+        print(comparison.table())
+    print(f"report: {args.html}")
+    return exit_code_for(verdicts, args.fail_on)

@@ -1,0 +1,258 @@
+"""What consecutive stages share: the joint histogram of their codes, and the spread of each stage's input.
+
+`PairAccumulator` gathers, per chunk of frames,
+- for each pair of consecutive layers (i, i+1) the counts of code pairs (a, b), sparse: the pair packed
+  as the int64 `a * K_{i+1} + b`, kept as sorted unique keys + counts;
+- for each layer the moments (n, sum x, sum x x^T) of its input (the residual it quantizes), on at most
+  `cov_rows` frames per chunk, so the diagnosis can compare a codebook's rank with its data's.
+Everything is a sum, so `merge` is addition and two shards merge into the statistics of both.
+
+`gather_pairs` is a standalone pass over a feature source. The audit engine can feed the same
+accumulator in its own pass with `add_step(index, codes, layer_input)` for each layer of each chunk.
+
+Mutual information is the plug-in estimate I = H(a) + H(b) - H(a, b) in nats. From N frames and
+m_a x m_b possible pairs it is biased upwards by about (m_a - 1)(m_b - 1) / 2N, which is large when N is
+not much more than K²; `mutual_information` therefore also returns the plug-in MI of independent codes
+with the same marginals and N (simulated, seeded), and the redundancy is scaled between that floor and
+H(b): 0 = no more shared than chance, 1 = stage i+1's code is a function of stage i's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..core import Quantizer
+from ..errors import CancelledError
+
+# Frames per chunk that enter the input covariance: enough for a D x D spectrum, cheap at D = 1024
+# (1024 x 1024² ≈ 1 GFLOP per layer and chunk instead of 17 for a full 16,384-frame chunk).
+COV_ROWS = 1024
+# Pending (key, count) entries kept before they are folded into the sorted table: amortises the sort.
+_COMPACT_AT = 1 << 20
+# Largest N for which the independence floor of the MI is simulated; beyond, Miller-Madow's analytic
+# bias (m_a - 1)(m_b - 1) / 2N is used, which is accurate when N is large against m_a m_b.
+NULL_SIMULATION_MAX = 20_000_000
+NULL_SEED = 20251124
+
+
+class _SparseCounts:
+    """Counts of int64 keys: sorted unique keys and their counts, plus a pending list merged lazily."""
+
+    def __init__(self):
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_size = 0
+
+    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        self._pending.append((keys.astype(np.int64, copy=False), counts.astype(np.int64, copy=False)))
+        self._pending_size += keys.size
+        if self._pending_size > max(_COMPACT_AT, 2 * self.keys.size):
+            self.compact()
+
+    def compact(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
+        counts = np.concatenate([self.counts] + [c for _, c in self._pending])
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.counts = np.bincount(inverse.ravel(), weights=counts, minlength=self.keys.size).astype(np.int64)
+        self._pending, self._pending_size = [], 0
+
+    def merge(self, other: "_SparseCounts") -> None:
+        other.compact()
+        self.add(other.keys.copy(), other.counts.copy())
+
+    @property
+    def total(self) -> int:
+        self.compact()
+        return int(self.counts.sum())
+
+
+class _Moments:
+    """n, sum x and sum x x^T of a stream of vectors (float64)."""
+
+    def __init__(self, dim: int):
+        self.count = 0
+        self.total = np.zeros(dim)
+        self.outer = np.zeros((dim, dim))
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().double()
+        self.count += int(x.shape[0])
+        self.total += x.sum(dim=0).cpu().numpy()
+        self.outer += (x.t() @ x).cpu().numpy()
+
+    def merge(self, other: "_Moments") -> None:
+        self.count += other.count
+        self.total += other.total
+        self.outer += other.outer
+
+
+class PairAccumulator:
+    """Joint code histograms of consecutive layers and per-layer input moments; mergeable."""
+
+    def __init__(self, codebook_sizes: list[int], dims: list[int] | int | None = None,
+                 cov_rows: int = COV_ROWS):
+        self.codebook_sizes = [int(k) for k in codebook_sizes]
+        self.pairs = [_SparseCounts() for _ in range(max(0, len(self.codebook_sizes) - 1))]
+        if isinstance(dims, int):
+            dims = [dims] * len(self.codebook_sizes)
+        self.moments = [_Moments(d) for d in dims] if dims is not None else None
+        self.cov_rows = int(cov_rows)
+        self.frames = 0
+        self._previous: torch.Tensor | None = None
+        self._last_index = -1
+
+    @classmethod
+    def for_quantizer(cls, quantizer: Quantizer, cov_rows: int = COV_ROWS) -> "PairAccumulator":
+        return cls(quantizer.codebook_sizes, [int(c.shape[1]) for c in quantizer.codebooks], cov_rows)
+
+    # --- feeding --------------------------------------------------------------------------------
+    def add_step(self, index: int, codes: torch.Tensor, layer_input: torch.Tensor | None = None) -> None:
+        """Layer `index`'s codes for one chunk, and the residual it quantized; call for 0, 1, ... in order."""
+        if index == 0:
+            self.frames += int(codes.shape[0])
+        elif index != self._last_index + 1 or self._previous is None:
+            raise ValueError(f"add_step: layer {index} after layer {self._last_index}; feed layers in order")
+        if index > 0:
+            k_b = self.codebook_sizes[index]
+            packed = self._previous.long() * k_b + codes.long()
+            keys, counts = torch.unique(packed, return_counts=True)
+            self.pairs[index - 1].add(keys.cpu().numpy(), counts.cpu().numpy())
+        if self.moments is not None and layer_input is not None:
+            stride = max(1, -(-layer_input.shape[0] // self.cov_rows)) if self.cov_rows > 0 else 0
+            if stride:
+                self.moments[index].add(layer_input[::stride])
+        last = index == len(self.codebook_sizes) - 1
+        self._previous = None if last else codes
+        self._last_index = -1 if last else index
+
+    def add_chunk(self, quantizer: Quantizer, frames: torch.Tensor) -> int:
+        """Encode one chunk of one sequence and add it; returns the code frames it gave."""
+        latent = quantizer.prepare(frames)
+        layer_input = latent
+        for step in quantizer.iter_layers(latent, len(self.codebook_sizes)):
+            self.add_step(step.index, step.codes, layer_input)
+            layer_input = step.residual
+        return int(latent.shape[0])
+
+    def merge(self, other: "PairAccumulator") -> "PairAccumulator":
+        if other.codebook_sizes != self.codebook_sizes:
+            raise ValueError("cannot merge pair statistics of quantizers with different codebook sizes")
+        for mine, theirs in zip(self.pairs, other.pairs):
+            mine.merge(theirs)
+        if self.moments is not None and other.moments is not None:
+            for mine, theirs in zip(self.moments, other.moments):
+                mine.merge(theirs)
+        elif other.moments is None:
+            self.moments = None
+        self.frames += other.frames
+        return self
+
+    def copy(self) -> "PairAccumulator":
+        """An independent copy (what `AuditAccumulator.copy` needs for streamed snapshots)."""
+        clone = PairAccumulator(self.codebook_sizes, None, self.cov_rows)
+        if self.moments is not None:
+            clone.moments = [_Moments(m.total.size) for m in self.moments]
+        return clone.merge(self)
+
+    # --- reading --------------------------------------------------------------------------------
+    def joint(self, pair: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(codes of layer pair, codes of layer pair + 1, counts) of the observed code pairs."""
+        table = self.pairs[pair]
+        table.compact()
+        k_b = self.codebook_sizes[pair + 1]
+        return table.keys // k_b, table.keys % k_b, table.counts
+
+    def input_spectrum(self, layer: int) -> np.ndarray | None:
+        """Covariance eigenvalues of layer `layer`'s input (its residual), or None if not gathered."""
+        from .geometry import spectrum_from_moments
+        if self.moments is None or self.moments[layer].count < 2:
+            return None
+        m = self.moments[layer]
+        return spectrum_from_moments(m.count, m.total, m.outer)
+
+    def mutual_information(self, pair: int) -> dict:
+        """MI between the codes of layers `pair` and `pair + 1`, its independence floor, and the
+        redundancy scaled between them (see the module docstring)."""
+        a, b, counts = self.joint(pair)
+        return mutual_information_from_joint(a, b, counts, self.codebook_sizes[pair],
+                                             self.codebook_sizes[pair + 1])
+
+
+def _entropy(counts: np.ndarray) -> float:
+    counts = counts[counts > 0].astype(np.float64)
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts / total
+    return float(-(p * np.log(p)).sum())
+
+
+def _plugin_mi(a: np.ndarray, b: np.ndarray, counts: np.ndarray, k_a: int, k_b: int) -> tuple[float, float, float, float]:
+    ca = np.bincount(a, weights=counts, minlength=k_a)
+    cb = np.bincount(b, weights=counts, minlength=k_b)
+    h_a, h_b, h_ab = _entropy(ca), _entropy(cb), _entropy(counts)
+    return h_a, h_b, h_ab, max(0.0, h_a + h_b - h_ab)
+
+
+def independence_floor(marginal_a: np.ndarray, marginal_b: np.ndarray, n: int,
+                       seed: int = NULL_SEED, draws: int = 2) -> float:
+    """Expected plug-in MI (nats) of n independent pairs with these marginal counts: the estimator's bias."""
+    k_a, k_b = marginal_a.size, marginal_b.size
+    m_a, m_b = int((marginal_a > 0).sum()), int((marginal_b > 0).sum())
+    if n <= 0 or m_a < 2 or m_b < 2:
+        return 0.0
+    if n > NULL_SIMULATION_MAX:
+        return (m_a - 1) * (m_b - 1) / (2.0 * n)
+    rng = np.random.default_rng(seed)
+    pa = marginal_a / marginal_a.sum()
+    pb = marginal_b / marginal_b.sum()
+    values = []
+    for _ in range(draws):
+        xa = rng.choice(k_a, size=n, p=pa)
+        xb = rng.choice(k_b, size=n, p=pb)
+        keys, c = np.unique(xa.astype(np.int64) * k_b + xb, return_counts=True)
+        values.append(_plugin_mi(keys // k_b, keys % k_b, c, k_a, k_b)[3])
+    return float(np.mean(values))
+
+
+def mutual_information_from_joint(a: np.ndarray, b: np.ndarray, counts: np.ndarray, k_a: int, k_b: int) -> dict:
+    """MI statistics of a sparse joint histogram (codes a, codes b, counts), in nats."""
+    n = int(counts.sum())
+    if n == 0:
+        nan = float("nan")
+        return {"frames": 0, "h_a": nan, "h_b": nan, "h_ab": nan, "mi": nan, "mi_floor": nan,
+                "nmi": nan, "redundancy": nan, "resolution": nan}
+    h_a, h_b, h_ab, mi = _plugin_mi(a, b, counts, k_a, k_b)
+    floor = independence_floor(np.bincount(a, weights=counts, minlength=k_a),
+                               np.bincount(b, weights=counts, minlength=k_b), n)
+    floor = min(floor, h_b)
+    span = h_b - floor
+    redundancy = float(np.clip((mi - floor) / span, 0.0, 1.0)) if span > 1e-12 else float("nan")
+    return {
+        "frames": n, "h_a": h_a, "h_b": h_b, "h_ab": h_ab, "mi": mi, "mi_floor": floor,
+        # I / sqrt(H_a H_b) of the plug-in values (Strehl & Ghosh's NMI), biased up like the MI.
+        "nmi": mi / math.sqrt(h_a * h_b) if h_a > 0 and h_b > 0 else 0.0,
+        "redundancy": redundancy,
+        # Share of H(b) that the independence floor already takes: near 1 means too few frames to tell.
+        "resolution": floor / h_b if h_b > 0 else float("nan"),
+    }
+
+
+def gather_pairs(quantizer: Quantizer, source, device: str | torch.device | None = "auto",
+                 cov_rows: int = COV_ROWS, should_stop: Callable[[], bool] | None = None) -> PairAccumulator:
+    """One pass over `source` (a `FeatureSource`) gathering the pair statistics of `quantizer`."""
+    from ..audit import resolve_device
+    quantizer = quantizer.to(resolve_device(device))
+    acc = PairAccumulator.for_quantizer(quantizer, cov_rows)
+    for chunk in source:
+        if should_stop is not None and should_stop():
+            raise CancelledError("pair statistics stopped")
+        acc.add_chunk(quantizer, chunk.frames)
+    return acc
