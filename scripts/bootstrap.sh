@@ -15,6 +15,11 @@ if [ "${1:-}" = "test" ]; then
     # Parity references. encodec declares torchaudio, which this torch does not need and which could
     # replace it: its quantizer needs only torch and einops, so it goes in without dependencies.
     $py -m pip install -q --no-deps "encodec==0.1.1"
+    # The other peers' own quantizers, for parity tests. Also --no-deps: moshi pins an older torch and
+    # DAC / SpeechTokenizer pull whole audio stacks; the tests reach their quantizer files directly.
+    $py -m pip install -q --no-deps "vector-quantize-pytorch==1.32.0" "einx==0.4.3" "frozendict==2.5.1" \
+        "loguru==0.7.3" "torch-einops-utils==0.2.0" "snac==1.2.1" "descript-audio-codec==1.0.0" \
+        "moshi==0.2.13" "speechtokenizer==1.0.1"
 else
     $py -m pip install -q -e .
 fi

@@ -23,6 +23,7 @@ class DeadCodeRule:
 
     kind: str = "absolute"
     value: float = 2.0
+    origin: str = ""   # whose rule this is, e.g. "Moshi/Mimi": said in `describe()`
 
     def dead_mask(self, cluster_size: torch.Tensor) -> torch.Tensor:
         if self.kind == "relative":
@@ -31,8 +32,10 @@ class DeadCodeRule:
 
     def describe(self) -> str:
         if self.kind == "relative":
-            return f"EMA usage < {self.value:g} x uniform share"
-        return f"EMA cluster size < {self.value:g}"
+            text = f"EMA usage < {self.value:g} x uniform share"
+        else:
+            text = f"EMA cluster size < {self.value:g}"
+        return f"{text} ({self.origin} rule)" if self.origin else text
 
 
 @dataclass
@@ -40,7 +43,7 @@ class LayerStep:
     """What one layer did to a block of frames."""
 
     index: int
-    codes: torch.Tensor      # [N]
+    codes: torch.Tensor      # [N] (see `Quantizer.layer_strides` / `codes_per_frame` for other counts)
     output: torch.Tensor     # [N, D'] the layer's contribution in the residual space
     residual: torch.Tensor   # [N, D'] what is left after this layer
 
@@ -82,6 +85,22 @@ class Quantizer:
     @property
     def codebook_sizes(self) -> list[int]:
         return [int(c.shape[0]) for c in self.codebooks]
+
+    @property
+    def layer_strides(self) -> list[int]:
+        """Residual frames per code of each layer: 1 everywhere except multi-rate quantizers (SNAC),
+        whose layer i codes one frame per `layer_strides[i]` frames of the residual."""
+        return [1] * self.n_q
+
+    @property
+    def codes_per_frame(self) -> int:
+        """Codes each layer emits per residual frame (1; vector-quantize-pytorch heads/groups emit
+        several, flattened frame-major into `LayerStep.codes`)."""
+        return 1
+
+    def frames_per_layer(self, n_frames: int) -> list[int]:
+        """How many codes each layer gives for `n_frames` residual frames."""
+        return [(n_frames // s) * self.codes_per_frame for s in self.layer_strides]
 
     @property
     def dim(self) -> int:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..core import Quantizer
-from ..errors import LoadError
+from ..errors import LoadError, RvqViewerError
 from .containers import read_container
 from .formats import FORMATS, Checkpoint, Format, unwrap
+
+# Errors a format's build may raise on a checkpoint whose keys are there but whose values are odd
+# (shapes that do not chain, dtypes, sizes): each becomes a one-line LoadError naming the file.
+_BUILD_ERRORS = (RuntimeError, ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError,
+                 AttributeError, MemoryError)
 
 
 def read_checkpoint(path: str | Path, **options) -> Checkpoint:
@@ -26,23 +33,76 @@ def detect_format(ckpt: Checkpoint, forced: str | None = None) -> Format:
         names = ", ".join(f.name for f in FORMATS)
         raise LoadError(f"unknown format {forced!r} (known: {names})", ckpt.path)
     for fmt in FORMATS:
-        if fmt.detect(ckpt):
-            return fmt
+        try:
+            if fmt.detect(ckpt):
+                return fmt
+        except _BUILD_ERRORS as exc:
+            raise LoadError(f"cannot tell the format ({fmt.name}): {_one_line(exc)}", ckpt.path) from None
     sample = ", ".join(sorted(ckpt.state)[:3])
     raise LoadError(f"no quantizer recognised among {len(ckpt.state)} tensors (e.g. {sample})", ckpt.path)
 
 
 def load_quantizer(path: str | Path, format: str | None = None, n_q: int | None = None,
-                   skip_transform: bool = False) -> Quantizer:
+                   skip_transform: bool = False, **options) -> Quantizer:
     """Load the quantizer in `path`.
 
-    `format` forces a family instead of detecting it; `n_q` keeps only the first n_q layers;
-    `skip_transform` takes features as already projected (e.g. GPT-SoVITS features after ssl_proj).
+    `format` forces a family instead of detecting it; `n_q` keeps only the first n_q layers (for Mimi,
+    which uses 8 of its 32 codebooks by default, it may also ask for more); `skip_transform` takes
+    features as already projected (e.g. GPT-SoVITS features after ssl_proj). Format options:
+    `cosine` (vector-quantize-pytorch lookup, True/False, else from the config or detected), `heads`
+    (vector-quantize-pytorch heads sharing one codebook), `vq_strides` (SNAC level strides, else from
+    config.json beside the file or SNAC's defaults).
+
+    Anything wrong with the file raises `LoadError` (or `UnsafeFileError`), one line naming the file.
     """
-    ckpt = read_checkpoint(path, skip_transform=skip_transform)
-    quantizer = detect_format(ckpt, format).build(ckpt)
-    if n_q is not None:
-        if not 1 <= n_q <= quantizer.n_q:
-            raise LoadError(f"n_q={n_q} asked, the quantizer has {quantizer.n_q} layers", path)
-        quantizer.truncate(n_q)
+    ckpt = read_checkpoint(path, skip_transform=skip_transform, n_q=n_q, **options)
+    fmt = detect_format(ckpt, format)
+    if format:
+        try:
+            fits = fmt.detect(ckpt)
+        except _BUILD_ERRORS:
+            fits = False
+        if not fits:
+            raise LoadError(f"not a {fmt.name} checkpoint: its keys do not have that layout "
+                            f"(detected: {_detected_name(ckpt)})", ckpt.path)
+    try:
+        quantizer = fmt.build(ckpt)
+        if n_q is not None:
+            if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= quantizer.n_q:
+                raise LoadError(f"n_q={n_q} asked, the quantizer has {quantizer.n_q} layers", path)
+            quantizer.truncate(n_q)
+        _self_check(quantizer, ckpt)
+    except RvqViewerError:
+        raise
+    except _BUILD_ERRORS as exc:
+        raise LoadError(f"not a consistent {fmt.name} quantizer: {_one_line(exc)}", ckpt.path) from None
     return quantizer
+
+
+def _detected_name(ckpt: Checkpoint) -> str:
+    try:
+        return detect_format(ckpt).name
+    except LoadError:
+        return "none"
+
+
+def _self_check(quantizer: Quantizer, ckpt: Checkpoint) -> None:
+    """Encode a few frames once, so a checkpoint whose tensors do not chain fails here, at load."""
+    if quantizer.n_q == 0:
+        raise LoadError("the quantizer has no layers", ckpt.path)
+    stride = max(1, int(quantizer.frame_stride))
+    frames = torch.linspace(-1.0, 1.0, 2 * stride * quantizer.dim).reshape(2 * stride, quantizer.dim)
+    try:
+        codes = quantizer.encode(frames)
+    except _BUILD_ERRORS as exc:
+        raise LoadError(f"the {quantizer.format} tensors do not fit together: {_one_line(exc)}", ckpt.path) from None
+    layers = codes if isinstance(codes, list) else list(codes)
+    sizes = quantizer.codebook_sizes
+    for index, layer_codes in enumerate(layers):
+        if layer_codes.numel() and (int(layer_codes.min()) < 0 or int(layer_codes.max()) >= sizes[index]):
+            raise LoadError(f"layer {index} gives codes outside its codebook", ckpt.path)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else type(exc).__name__)

@@ -1,16 +1,19 @@
 """Reading untrusted checkpoint containers without running code from them.
 
 Pickles go through `torch.load(weights_only=True)`, whose unpickler builds tensors and plain containers
-only. The single exception is GPT-SoVITS's `utils.HParams`, mapped to a dict subclass that merely
-stores the pickled attributes. Everything else arrives as a `LoadError` naming the file.
+only. A few classes that real checkpoints carry as configuration (GPT-SoVITS's `utils.HParams`,
+Lightning's `AttributeDict`, OmegaConf containers, `argparse.Namespace`, paths, numpy scalars) are
+mapped to inert stand-ins that merely store what was pickled: none of their own code runs. Any other
+global (a function, `os.system`, `builtins.open`...) is refused with `UnsafeFileError`. Every failure
+arrives as a one-line `LoadError` naming the file.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
-import zipfile
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ..errors import LoadError, UnsafeFileError
 SOVITS_MAGICS = (b"03", b"04", b"05", b"06")
 ZIP_MAGIC = b"PK"
 NPY_MAGIC = b"\x93NUMPY"
+PICKLE_PROTO = b"\x80"
 
 
 class HParamsStandIn(dict):
@@ -39,97 +43,217 @@ class HParamsStandIn(dict):
             raise AttributeError(name) from None
 
 
+class OpaqueObject(dict):
+    """Stand-in for a configuration object of a class we do not import (OmegaConf, AttributeDict...).
+
+    Built by the unpickler instead of the real class: it keeps the constructor arguments in `args`
+    and any pickled state as dict items (or in `state`), and has no behaviour of its own.
+    """
+
+    qualname = "object"
+
+    def __new__(cls, *args, **kwargs):
+        return dict.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+            state = {**(state[0] if isinstance(state[0], dict) else {}), **state[1]}
+        if isinstance(state, dict):
+            self.update({k: v for k, v in state.items() if isinstance(k, (str, int, float, bool))})
+        else:
+            self.state = state
+
+    def __repr__(self):
+        return f"<{self.qualname} (not loaded)>"
+
+
 ALLOWED_GLOBALS = [(HParamsStandIn, "utils.HParams"), (HParamsStandIn, "GPT_SoVITS.utils.HParams")]
+
+# Classes seen in real checkpoints' metadata that are safe to stand in for (the stand-in runs no code
+# of theirs). Names outside this list are refused: a pickle naming a function is how code execution
+# attacks work, and no checkpoint of a supported project needs one.
+_INERT = re.compile(
+    r"^(?:omegaconf\.[\w.]+"
+    r"|(?:pytorch_lightning|lightning|lightning_fabric|lightning\.fabric)(?:\.\w+)*\.AttributeDict"
+    r"|argparse\.Namespace"
+    r"|pathlib\.(?:Pure)?(?:Posix|Windows)?Path"
+    r"|numpy\.(?:_?core\.multiarray\.scalar|dtype|dtypes\.\w+)"
+    r"|typing\.Any"
+    r"|collections\.defaultdict"
+    r"|builtins\.(?:list|dict|set|frozenset|tuple|int|float|str|bytes|bool|complex|object)"
+    r"|(?:GPT_SoVITS\.)?utils\.HParams)$")
+_MAX_STAND_INS = 32
 
 
 def check_readable(path: Path) -> None:
     """Fail early, with one line, on the usual ways a path is not a readable file."""
-    if not path.exists():
-        raise LoadError("no such file", path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise LoadError("broken symbolic link", path) from None
+        raise LoadError("no such file", path) from None
+    except OSError as exc:  # a symlink loop, a name too long, a vanished network share...
+        raise LoadError(_os_reason(exc), path) from None
     if path.is_dir():
         raise LoadError("is a folder, not a file", path)
+    if not path.is_file():
+        raise LoadError("not a regular file (a device, pipe or socket)", path)
     if not os.access(path, os.R_OK):
         raise LoadError("permission denied", path)
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise LoadError("file is empty (0 bytes)", path)
+
+
+def read_head(path: Path, n: int = 8) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise LoadError(_os_reason(exc), path) from None
 
 
 def read_container(path: str | Path) -> Any:
     """Load a checkpoint or array file into tensors and plain containers, chosen by its leading bytes."""
     path = Path(path)
     check_readable(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    head = read_head(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if head.startswith(NPY_MAGIC):
         return torch.from_numpy(np.array(_numpy_call(np.load, path)))
-    if path.suffix == ".npz":
+    if head.startswith(ZIP_MAGIC) and path.suffix == ".npz":
         return _read_npz(path)
     if head[:2] in SOVITS_MAGICS:
         # Restore the zip magic in memory, as GPT-SoVITS's own loader does.
-        data = bytearray(path.read_bytes())
+        try:
+            data = bytearray(path.read_bytes())
+        except OSError as exc:
+            raise LoadError(_os_reason(exc), path) from None
         data[:2] = ZIP_MAGIC
-        return _torch_load(io.BytesIO(bytes(data)), path)
-    if head.startswith(ZIP_MAGIC) or head[:1] == b"\x80":
-        return _torch_load(path, path)
+        return _torch_load(lambda: io.BytesIO(bytes(data)), path)
+    if head.startswith(ZIP_MAGIC) or head[:1] == PICKLE_PROTO:
+        return _torch_load(lambda: path, path)
     if _looks_like_safetensors(head, path):
         return _read_safetensors(path)
-    raise LoadError("not a checkpoint: expected a PyTorch (.pt/.pth/.ckpt), safetensors, .npy or .npz file", path)
+    raise LoadError("not a checkpoint: expected a PyTorch (.pt/.pth/.ckpt/.bin), safetensors, .npy or "
+                    ".npz file", path)
 
 
-def _torch_load(source, path: Path) -> Any:
-    try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "Unsupported global" in message or "Unsupported class" in message or "not an allowed global" in message:
-            culprit = message.split("GLOBAL", 1)[-1].split(" was not")[0].strip() if "GLOBAL" in message else ""
-            detail = f" ({culprit})" if culprit else ""
-            raise UnsafeFileError(f"refused: the pickle asks to build an object that could run code{detail}; "
-                                  "rvq-viewer loads tensors and plain data only", path) from None
-        raise LoadError(f"corrupt or unsupported pickle: {_first_line(message)}", path) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError,
-            IndexError, TypeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
-        raise LoadError(f"cannot read the PyTorch file: {_first_line(str(exc)) or type(exc).__name__}", path) from None
+def safe_torch_load(source, path: Path, mmap: bool = False) -> Any:
+    """`torch.load` restricted to tensors, plain containers and the inert stand-ins above."""
+    return _torch_load(lambda: source, path, mmap=mmap)
+
+
+def _torch_load(opener, path: Path, mmap: bool = False) -> Any:
+    stand_ins: list[tuple[type, str]] = []
+    for _ in range(_MAX_STAND_INS):
+        try:
+            with torch.serialization.safe_globals(ALLOWED_GLOBALS + stand_ins), warnings.catch_warnings():
+                # torch warns about pickle protocols other than 2 and about legacy files; the file is
+                # read the same way, and the CLI's stderr stays one line.
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.load(opener(), map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as exc:  # the unpickler and the zip reader raise many types on bad input
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            message = str(exc)
+            culprit = _unsupported_global(message)
+            if culprit is None:
+                if "Weights only load failed" in message:
+                    blocked = re.search(r"GLOBAL ([\w.]+)", message)
+                    if blocked:
+                        raise UnsafeFileError(f"refused: the pickle asks for '{blocked[1]}', which could run "
+                                              "code; rvq-viewer loads tensors and plain data only", path) from None
+                    detail = _weights_only_reason(message)
+                    if re.search(r"global|reduce|not allowed|class|callable", detail, re.IGNORECASE):
+                        raise UnsafeFileError("refused: the pickle asks for something beyond tensors and plain "
+                                              f"data{detail}; rvq-viewer does not run code from files",
+                                              path) from None
+                    raise LoadError(f"corrupt or unsupported pickle{detail}", path) from None
+                raise LoadError(f"cannot read the PyTorch file: {_first_line(message) or type(exc).__name__}",
+                                path) from None
+            if not _INERT.match(culprit) or any(name == culprit for _, name in stand_ins):
+                raise UnsafeFileError(f"refused: the pickle asks to build '{culprit}', which could run code; "
+                                      "rvq-viewer loads tensors and plain data only", path) from None
+            stand_ins.append((_stand_in(culprit), culprit))
+    raise UnsafeFileError("refused: the pickle names too many classes", path)
+
+
+def _stand_in(qualname: str) -> type:
+    return type("OpaqueObject", (OpaqueObject,), {"qualname": qualname})
+
+
+def _unsupported_global(message: str) -> str | None:
+    match = re.search(r"Unsupported global: GLOBAL (\S+) was not", message)
+    return match[1] if match else None
+
+
+def _weights_only_reason(message: str) -> str:
+    match = re.search(r"WeightsUnpickler error: ([^\n]+)", message)
+    if not match:
+        return ""
+    return f" ({match[1].strip()[:160]})"
 
 
 def _looks_like_safetensors(head: bytes, path: Path) -> bool:
     if len(head) < 8:
         return False
     header_len = int.from_bytes(head, "little")
-    return 0 < header_len < path.stat().st_size
+    try:
+        return 1 < header_len < path.stat().st_size - 7
+    except OSError:
+        return False
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise LoadError(f"cannot read the safetensors file: {_first_line(str(exc))}", path) from None
+    except Exception as exc:  # SafetensorError, OSError, and whatever a hostile header provokes
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise LoadError(f"cannot read the safetensors file: {_first_line(str(exc)) or type(exc).__name__}",
+                        path) from None
 
 
 def _read_npz(path: Path) -> dict[str, torch.Tensor]:
     archive = _numpy_call(np.load, path)
     try:
-        return {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise LoadError(f"cannot read the .npz archive: {_first_line(str(exc))}", path) from None
+        with archive:
+            return {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
+    except Exception as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if "allow_pickle" in str(exc):
+            raise UnsafeFileError("refused: the archive holds Python objects (a pickle)", path) from None
+        raise LoadError(f"cannot read the .npz archive: {_first_line(str(exc)) or type(exc).__name__}",
+                        path) from None
 
 
 def _numpy_call(fn, path: Path, **kwargs):
     """Call a numpy loader with pickles refused, turning its errors into one-line LoadErrors."""
     try:
         return fn(path, allow_pickle=False, **kwargs)
-    except ValueError as exc:
+    except Exception as exc:  # ValueError, OSError, EOFError, BadZipFile, SyntaxError from a bad header...
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         if "allow_pickle" in str(exc):
             raise UnsafeFileError("refused: the array holds Python objects (a pickle)", path) from None
-        raise LoadError(f"cannot read the array: {_first_line(str(exc))}", path) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise LoadError(f"cannot read the array: {_first_line(str(exc))}", path) from None
+        if isinstance(exc, OSError) and exc.strerror:
+            raise LoadError(f"cannot read the array: {_os_reason(exc)}", path) from None
+        raise LoadError(f"cannot read the array: {_first_line(str(exc)) or type(exc).__name__}", path) from None
+
+
+def _os_reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc) or type(exc).__name__).strip().lower()
 
 
 def _first_line(message: str) -> str:
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)
     return message.strip().splitlines()[0][:200] if message.strip() else ""

@@ -1,16 +1,27 @@
 """Feature files streamed as chunks of frames, never all in memory at once.
 
-Accepted: `.npy` (memory-mapped), `.pt`/`.pth` (torch zip files are memory-mapped too), `.npz` and
-`.safetensors` (one array at a time), and folders of them. Arrays are [T, D], [D, T], [B, D, T] or
-[B, T, D]; the layout is found from the quantizer's dimension, and `layout` settles ambiguous shapes.
+Accepted: `.npy` (memory-mapped, so a file larger than RAM streams), `.pt`/`.pth` (tensors or dicts of
+tensors; torch zip files are memory-mapped too), `.npz` (one member at a time) and `.safetensors`
+(sliced lazily), folders of them (recursively, sorted), and `.txt` lists of them (one path per line,
+relative to the list, `#` comments). Arrays are [T, D], [D, T], [B, D, T] or [B, T, D]; the layout is
+found from the quantizer's dimension, and `layout` settles ambiguous shapes. In files holding several
+arrays, `key` picks one by name; without it every array of the right dimension is a sequence.
+
 Each sequence (a file, or one item of a batch) is cut into chunks at multiples of `frame_stride`, so a
-quantizer that merges frames (GPT-SoVITS's stride-2 projection) sees whole pairs.
+quantizer that merges frames (GPT-SoVITS's stride-2 projection, SNAC's pooled levels) sees whole
+groups. With `pack=True` and `frame_stride` 1, short sequences are joined into full chunks, so ten
+thousand small files cost a few chunks rather than ten thousand.
+
+Errors. A file named directly that cannot be used raises a one-line `LoadError` naming it. A file found
+in a folder or a list that cannot be read, or does not fit (wrong dimension, not floats, a broken
+symlink, a symlink loop, no permission), is skipped: `FeatureSource.skipped` holds each
+(path, reason) and `warnings()` the lines to show. When nothing usable is left it is an error. A NaN
+or infinite frame is always an error naming the file and the frame.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -18,11 +29,15 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import LoadError
-from .containers import check_readable
+from ..errors import LoadError, UnsafeFileError
+from .containers import ZIP_MAGIC, check_readable, read_head, safe_torch_load
 
 EXTENSIONS = (".npy", ".pt", ".pth", ".npz", ".safetensors")
+LIST_EXTENSIONS = (".txt",)
 LAYOUTS = ("TD", "DT", "BDT", "BTD")
+# .npy files below this size are read whole (cheaper than a memory map for many small files).
+SMALL_NPY_BYTES = 4 << 20
+_MAX_LIST_LINES = 10_000_000
 
 
 @dataclass
@@ -32,98 +47,237 @@ class Chunk:
     sequence: int          # index of the sequence within the whole source
 
 
-def list_feature_files(paths: list[str | Path]) -> list[Path]:
-    """Expand folders (recursively, sorted, following no symlinked folders so loops cannot hang us)."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = []
-            for root, dirs, names in os.walk(path, followlinks=False):
-                dirs.sort()
-                found.extend(Path(root) / n for n in sorted(names) if n.endswith(EXTENSIONS))
-            if not found:
-                raise LoadError(f"no feature files ({', '.join(EXTENSIONS)}) in this folder", path)
-            files.extend(found)
-        else:
-            check_readable(path)
-            if not path.name.endswith(EXTENSIONS):
-                raise LoadError(f"not a feature file: expected one of {', '.join(EXTENSIONS)}", path)
-            files.append(path)
-    if not files:
-        raise LoadError("no feature files given")
+# --- finding the files --------------------------------------------------------------------------------
+def list_feature_files(paths: list[str | Path], skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Expand folders (recursively, sorted) and `.txt` lists into feature files.
+
+    Symlinked folders are followed once each (a symlink loop cannot hang the walk). Entries of a folder
+    that cannot be read are appended to `skipped` as (path, reason) when it is given, else raise.
+    """
+    files, _ = _expand(paths, skipped)
     return files
 
 
+def _expand(paths, skipped) -> tuple[list[Path], set[Path]]:
+    files: list[Path] = []
+    explicit: set[Path] = set()
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(_walk(path, skipped))
+        elif path.suffix.lower() in LIST_EXTENSIONS:
+            files.extend(_read_list(path, skipped))
+        else:
+            check_readable(path)
+            if not path.name.lower().endswith(EXTENSIONS):
+                raise LoadError(f"not a feature file: expected one of {', '.join(EXTENSIONS)}, "
+                                "a folder, or a .txt list", path)
+            files.append(path)
+            explicit.add(path)
+    if not files:
+        raise LoadError("no feature files given")
+    return files, explicit
+
+
+def _walk(folder: Path, skipped) -> list[Path]:
+    found: list[Path] = []
+    seen: set[str] = set()
+    errors: list[OSError] = []
+    for root, dirs, names in os.walk(folder, followlinks=True, onerror=errors.append):
+        real = os.path.realpath(root)
+        if real in seen:           # a symlink back into a folder already walked: do not loop
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) not in seen]
+        for name in sorted(names):
+            if not name.lower().endswith(EXTENSIONS):
+                continue
+            candidate = Path(root) / name
+            try:
+                check_readable(candidate)
+            except LoadError as exc:
+                _skip(skipped, candidate, exc.reason, exc)
+                continue
+            found.append(candidate)
+    for exc in errors:
+        where = Path(exc.filename) if getattr(exc, "filename", None) else folder
+        _skip(skipped, where, f"cannot list folder: {(exc.strerror or str(exc)).lower()}",
+              LoadError(f"cannot list folder: {exc.strerror or exc}", where))
+    if not found:
+        raise LoadError(f"no feature files ({', '.join(EXTENSIONS)}) in this folder"
+                        + (f" ({len(skipped)} unreadable)" if skipped else ""), folder)
+    return found
+
+
+def _read_list(list_path: Path, skipped) -> list[Path]:
+    """A text file of feature paths: one per line, relative to the list's folder, `#` comments."""
+    check_readable(list_path)
+    try:
+        with open(list_path, "r", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError:
+        raise LoadError("feature list is not UTF-8 text", list_path) from None
+    except OSError as exc:
+        raise LoadError(f"cannot read the feature list: {(exc.strerror or str(exc)).lower()}", list_path) from None
+    if len(lines) > _MAX_LIST_LINES:
+        raise LoadError(f"feature list has more than {_MAX_LIST_LINES} lines", list_path)
+    out: list[Path] = []
+    for number, line in enumerate(lines, start=1):
+        entry = line.split("#", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+        if not entry:
+            continue
+        target = Path(entry).expanduser()
+        if not target.is_absolute():
+            target = list_path.parent / target
+        if target.suffix.lower() in LIST_EXTENSIONS:
+            raise LoadError(f"line {number}: {entry}: lists inside lists are not supported", list_path)
+        if target.is_dir():
+            out.extend(_walk(target, skipped))
+            continue
+        if not os.path.lexists(target):
+            raise LoadError(f"line {number}: {entry}: no such file", list_path)
+        if not target.name.lower().endswith(EXTENSIONS):
+            raise LoadError(f"line {number}: {entry}: not a feature file ({', '.join(EXTENSIONS)})", list_path)
+        try:
+            check_readable(target)
+        except LoadError as exc:
+            _skip(skipped, target, exc.reason, exc)
+            continue
+        out.append(target)
+    if not out:
+        raise LoadError("feature list names no usable feature files", list_path)
+    return out
+
+
+def _skip(skipped, path: Path, reason: str, exc: LoadError) -> None:
+    if skipped is None:
+        raise exc
+    skipped.append((path, reason))
+
+
+# --- opening arrays lazily --------------------------------------------------------------------------
 def open_arrays(path: Path, key: str | None = None) -> list[tuple[str, object]]:
     """The arrays of a file as (name, lazily readable array) pairs, without reading their data."""
     check_readable(path)
-    suffix = path.suffix
+    suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return [("", np.load(path, mmap_mode="r", allow_pickle=False))]
+            return [("", _open_npy(path))]
         if suffix == ".npz":
-            archive = np.load(path, allow_pickle=False)
-            names = [key] if key else archive.files
-            return [(n, _NpzMember(archive, n)) for n in names]
+            return _select(_open_npz(path), key, path)
         if suffix == ".safetensors":
-            from safetensors import safe_open
-            handle = safe_open(str(path), framework="pt")
-            names = [key] if key else list(handle.keys())
-            return [(n, _SafetensorsMember(handle, n)) for n in names]
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
+            return _select(_open_safetensors(path), key, path)
+        obj = safe_torch_load(path, path, mmap=read_head(path, 2) == ZIP_MAGIC)
     except LoadError:
         raise
-    except KeyError:
-        raise LoadError(f"no array named {key!r} in the file", path) from None
     except Exception as exc:  # numpy, zipfile, safetensors and torch each raise their own types
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        if "allow_pickle" in reason or "Unsupported global" in reason:
+        if "allow_pickle" in reason:
             reason = "refused: the file holds pickled Python objects, not plain arrays"
         raise LoadError(f"cannot read features: {reason}", path) from None
-    return _tensors_in(obj, path, key)
+    return _select(_tensors_in(obj), key, path)
 
 
-def _is_zip(path: Path) -> bool:
+def _open_npy(path: Path):
     with open(path, "rb") as fh:
-        return fh.read(2) == b"PK"
+        version = np.lib.format.read_magic(fh)
+        _, _, dtype = _read_header(fh, version)
+    _refuse_objects(dtype, path)
+    if path.stat().st_size <= SMALL_NPY_BYTES:
+        return np.load(path, allow_pickle=False)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
-def _tensors_in(obj, path: Path, key: str | None) -> list[tuple[str, object]]:
+def _read_header(fh, version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
+def _refuse_objects(dtype, path: Path) -> None:
+    if np.dtype(dtype).hasobject:
+        raise UnsafeFileError("refused: the array holds Python objects (a pickle), not features", path)
+
+
+def _open_npz(path: Path) -> list[tuple[str, object]]:
+    archive = np.load(path, allow_pickle=False)
+    return [(name, _NpzMember(path, archive, name)) for name in archive.files]
+
+
+def _open_safetensors(path: Path) -> list[tuple[str, object]]:
+    from safetensors import safe_open
+    handle = safe_open(str(path), framework="pt")
+    return [(name, _SafetensorsMember(handle, name)) for name in handle.keys()]
+
+
+def _tensors_in(obj) -> list[tuple[str, object]]:
     if isinstance(obj, torch.Tensor):
         return [("", obj)]
     if isinstance(obj, dict):
-        items = [(str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor)]
-        if key is not None:
-            items = [(k, v) for k, v in items if k == key]
-        if items:
-            return items
-    raise LoadError("no feature array in the file" + (f" named {key!r}" if key else ""), path)
+        return [(str(k), v) for k, v in obj.items() if isinstance(v, torch.Tensor)]
+    return []
+
+
+def _select(items: list[tuple[str, object]], key: str | None, path: Path) -> list[tuple[str, object]]:
+    if key is not None:
+        chosen = [(n, a) for n, a in items if n == key]
+        if not chosen:
+            names = ", ".join(n or "(unnamed)" for n, _ in items[:8]) or "none"
+            raise LoadError(f"no array named {key!r} in the file (it holds: {names})", path)
+        return chosen
+    if not items:
+        raise LoadError("no feature array in the file", path)
+    return items
 
 
 class _NpzMember:
-    def __init__(self, archive, name):
-        self.archive, self.name = archive, name
-        self.shape = _npz_shape(archive, name)
+    """One member of an .npz archive: its shape from the header, its data read whole on first use."""
 
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(self.archive[self.name], dtype=dtype)
+    def __init__(self, path, archive, name):
+        self.path, self.archive, self.name = path, archive, name
+        self.shape, self.dtype = _npz_header(archive, name, path)
+        self._data = None
+
+    def __getitem__(self, index):
+        if self._data is None:
+            self._data = self.archive[self.name]
+        return self._data[index]
 
 
-def _npz_shape(archive, name) -> tuple:
+def _npz_header(archive, name, path: Path) -> tuple[tuple, np.dtype]:
     with archive.zip.open(f"{name}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        shape, _, _ = np.lib.format._read_array_header(fh, version)
-    return shape
+        shape, _, dtype = _read_header(fh, np.lib.format.read_magic(fh))
+    _refuse_objects(dtype, path)
+    return shape, dtype
 
 
 class _SafetensorsMember:
     def __init__(self, handle, name):
         self.handle, self.name = handle, name
-        self.shape = tuple(handle.get_slice(name).get_shape())
+        piece = handle.get_slice(name)
+        self.shape = tuple(piece.get_shape())
+        self.dtype = piece.get_dtype()
 
     def __getitem__(self, index):
         return self.handle.get_slice(self.name)[index]
+
+
+def _is_float(array) -> bool:
+    dtype = getattr(array, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype.is_floating_point
+    if isinstance(dtype, str):       # safetensors names: F16, BF16, F32, F64...
+        return dtype.upper().startswith(("F", "BF"))
+    try:
+        return np.issubdtype(np.dtype(dtype), np.floating)
+    except TypeError:
+        return False
 
 
 def infer_layout(shape: tuple, dim: int, layout: str | None, path: Path) -> str:
@@ -179,23 +333,71 @@ def _read_block(array, start: int, stop: int, transposed: bool) -> torch.Tensor:
     return block.t() if transposed else block
 
 
+# --- the source ---------------------------------------------------------------------------------------
 class FeatureSource:
     """Feature files for one quantizer input dimension, streamed as `Chunk`s of at most `chunk_frames`."""
 
     def __init__(self, paths: list[str | Path], dim: int, layout: str | None = None,
-                 chunk_frames: int = 16384, frame_stride: int = 1, key: str | None = None):
-        self.files = list_feature_files(paths)
-        self.dim = dim
+                 chunk_frames: int = 16384, frame_stride: int = 1, key: str | None = None,
+                 pack: bool = False):
+        """`pack` joins short sequences into full chunks (many small files then cost a few chunks, not
+        one each). It applies only with `frame_stride` 1, where every supported quantizer encodes each
+        frame on its own; a packed chunk's `path` and `sequence` are those of its first frames."""
+        self.pack = bool(pack)
+        self.skipped: list[tuple[Path, str]] = []
+        self.files, self._explicit = _expand(paths, self.skipped)
+        self.dim = int(dim)
+        if layout is not None and layout not in LAYOUTS:
+            raise LoadError(f"unknown layout {layout!r} (use one of {', '.join(LAYOUTS)})")
         self.layout = layout
-        self.frame_stride = max(1, frame_stride)
-        self.chunk_frames = max(self.frame_stride, chunk_frames - chunk_frames % self.frame_stride)
+        self.frame_stride = max(1, int(frame_stride))
+        self.chunk_frames = max(self.frame_stride, int(chunk_frames) - int(chunk_frames) % self.frame_stride)
         self.key = key
+        self._skipped_paths = {p for p, _ in self.skipped}
+        self._n_files = len(set(self.files))
+        self._file_skips = 0
+
+    def warnings(self) -> list[str]:
+        """One line per skipped file: 'path: skipped: reason'."""
+        return [f"{path}: skipped: {reason}" for path, reason in self.skipped]
 
     def _arrays(self, path: Path):
-        for name, array in open_arrays(path, self.key):
-            shape = tuple(array.shape)
-            layout = infer_layout(shape, self.dim, self.layout, path)
-            yield name, array, layout
+        """(name, array, layout) for each usable array; a folder/list file that cannot be used is skipped.
+
+        In a file of several arrays read without `key`, arrays with no axis of the quantizer's dimension
+        (lengths, labels...) are left out; the file fails only when none fits."""
+        if path in self._skipped_paths:
+            return []
+        try:
+            items = open_arrays(path, self.key)
+            several = self.key is None and len(items) > 1
+            out, unfit = [], []
+            for name, array in items:
+                shape = tuple(array.shape)
+                if several and (len(shape) not in (2, 3) or self.dim not in shape):
+                    unfit.append(f"{name} {list(shape)}")
+                    continue
+                layout = infer_layout(shape, self.dim, self.layout, path)
+                if not _is_float(array):
+                    where = f"array {name!r} " if name else ""
+                    raise LoadError(f"{where}holds {getattr(array, 'dtype', '?')} values, not float features",
+                                    path)
+                out.append((name, array, layout))
+            if not out:
+                raise LoadError(f"no array has the quantizer's dimension {self.dim} "
+                                f"({', '.join(unfit[:6])}); pass --key to pick one", path)
+            return out
+        except LoadError as exc:
+            if path in self._explicit:
+                raise
+            self.skipped.append((path, exc.reason))
+            self._skipped_paths.add(path)
+            self._file_skips += 1
+            if self._file_skips == self._n_files:
+                first = self.skipped[0]
+                raise LoadError(f"no usable feature files: all {len(self._skipped_paths)} were skipped "
+                                f"(first: {first[0]}: {first[1]})") from None
+            return []
 
     def total_frames(self) -> int:
         """Frames in all files, from their headers only (used for progress)."""
@@ -208,6 +410,12 @@ class FeatureSource:
         return int(total)
 
     def __iter__(self) -> Iterator[Chunk]:
+        if self.pack and self.frame_stride == 1:
+            yield from self._packed(self._chunks())
+        else:
+            yield from self._chunks()
+
+    def _chunks(self) -> Iterator[Chunk]:
         sequence = 0
         for path in self.files:
             for name, array, layout in self._arrays(path):
@@ -217,11 +425,33 @@ class FeatureSource:
                         stop = min(length, start + self.chunk_frames)
                         try:
                             frames = _read_block(seq, start, stop, transposed)
-                        except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-                            raise LoadError(f"cannot read features: {str(exc).splitlines()[0][:200]}", path) from None
-                        if not torch.isfinite(frames).all():
-                            bad = int((~torch.isfinite(frames).all(dim=1)).nonzero()[0]) + start
+                        except Exception as exc:
+                            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                                raise
+                            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                            raise LoadError(f"cannot read features: {text}", path) from None
+                        finite = torch.isfinite(frames).all(dim=1)
+                        if not bool(finite.all()):
+                            bad = int((~finite).nonzero()[0]) + start
                             where = f"{name}: " if name else ""
                             raise LoadError(f"{where}frame {bad} holds NaN or infinite values", path)
                         yield Chunk(path, frames, sequence)
                     sequence += 1
+
+    def _packed(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        pending: list[Chunk] = []
+        rows = 0
+        for chunk in chunks:
+            if not pending and len(chunk.frames) >= self.chunk_frames:
+                yield chunk
+                continue
+            pending.append(chunk)
+            rows += len(chunk.frames)
+            while rows >= self.chunk_frames:
+                joined = torch.cat([c.frames for c in pending])
+                yield Chunk(pending[0].path, joined[: self.chunk_frames], pending[0].sequence)
+                rest = joined[self.chunk_frames:]
+                pending = [Chunk(chunk.path, rest, chunk.sequence)] if len(rest) else []
+                rows = len(rest)
+        if pending:
+            yield Chunk(pending[0].path, torch.cat([c.frames for c in pending]), pending[0].sequence)

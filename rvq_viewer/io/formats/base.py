@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -13,22 +15,88 @@ from ...errors import LoadError
 
 # Where projects keep the model state inside their checkpoint files, most specific first.
 WRAPPER_KEYS = ("weight", "model", "state_dict", "best_state", "fsdp_best_state", "module", "generator")
+# Sidecar configuration a project keeps beside its weights (SNAC, HF repos): read as JSON only.
+SIDECAR_CONFIG = "config.json"
+_SIDECAR_MAX_BYTES = 1 << 20
 
 
 @dataclass
 class Checkpoint:
-    """A loaded container: `state` is the flattened tensor dict, `meta` everything else at top level."""
+    """A loaded container: `state` is the flattened tensor dict, `meta` everything else at top level.
+
+    `wrappers` lists the keys walked to reach the state (e.g. ["best_state", "model"]), `options`
+    what the caller asked for (`skip_transform`, `n_q`, and format options such as `cosine`).
+    """
 
     path: Path
     state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    wrappers: list[str] = field(default_factory=list)
+    _sidecar: dict | None = field(default=None, repr=False)
 
     def tensor(self, key: str) -> torch.Tensor:
         try:
             return self.state[key]
         except KeyError:
             raise LoadError(f"missing key {key!r}", self.path) from None
+
+    def sidecar_config(self) -> dict:
+        """`config.json` beside the checkpoint (HF / SNAC layout), or {} when absent or unreadable."""
+        if self._sidecar is None:
+            self._sidecar = {}
+            candidate = self.path.parent / SIDECAR_CONFIG
+            try:
+                if candidate.is_file() and candidate.stat().st_size <= _SIDECAR_MAX_BYTES:
+                    data = json.loads(candidate.read_text(encoding="utf-8"))
+                    if isinstance(data, dict):
+                        self._sidecar = data
+            except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+                self._sidecar = {}
+        return self._sidecar
+
+    def config_value(self, *names: str, sidecar: bool = False) -> Any:
+        """The first value found under any of `names` in the checkpoint's metadata (nested dicts,
+        HParams, metadata.kwargs...), then in the sidecar config.json if `sidecar`; None if absent."""
+        for name in names:
+            if name in self.options and self.options[name] is not None:
+                return self.options[name]
+        found = find_config_value(self.meta, names)
+        if found is None and sidecar:
+            found = find_config_value(self.sidecar_config(), names)
+        return found
+
+
+def find_config_value(obj: Any, names: Iterable[str], depth: int = 0) -> Any:
+    """Breadth-first search of nested mappings for the first key in `names` (plain values only)."""
+    names = tuple(names)
+    if depth > 5 or not isinstance(obj, Mapping):
+        return None
+    for name in names:
+        value = obj.get(name) if isinstance(name, str) else None
+        if value is not None and isinstance(value, (bool, int, float, str, list, tuple)):
+            return value
+    for value in obj.values():
+        if isinstance(value, Mapping):
+            found = find_config_value(value, names, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def find_config_dict(obj: Any, markers: Iterable[str], depth: int = 0) -> Mapping | None:
+    """The first nested mapping (breadth-first) holding any key in `markers`: a module's own config,
+    so generic keys like `heads` are read from it and not from an unrelated model's settings."""
+    markers = tuple(markers)
+    if depth > 5 or not isinstance(obj, Mapping):
+        return None
+    if any(isinstance(m, str) and m in obj for m in markers):
+        return obj
+    for value in obj.values():
+        found = find_config_dict(value, markers, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,17 +129,20 @@ def unwrap(obj: Any, path: Path) -> Checkpoint:
         return Checkpoint(path, {"": obj})
     if not isinstance(obj, Mapping):
         raise LoadError(f"not a checkpoint: the file holds a {type(obj).__name__}, not a dict of tensors", path)
-    meta = {k: v for k, v in obj.items() if not isinstance(v, (torch.Tensor, Mapping)) or k in ("config", "metadata")}
     inner = obj
+    wrappers: list[str] = []
     for _ in range(3):  # e.g. audiocraft's best_state -> model
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(inner.get(k), Mapping)), None)
         if wrapper is None or _has_tensors_at_top(inner):
             break
+        wrappers.append(wrapper)
         inner = inner[wrapper]
+    top_wrapper = wrappers[0] if wrappers else None
+    meta = {str(k): v for k, v in obj.items() if k != top_wrapper and not isinstance(v, torch.Tensor)}
     state = flatten_tensors(inner)
     if not state:
         raise LoadError("no tensors found in the file", path)
-    return Checkpoint(path, state, meta)
+    return Checkpoint(path, state, meta, wrappers=wrappers)
 
 
 def _has_tensors_at_top(obj: Mapping) -> bool:
@@ -80,6 +151,8 @@ def _has_tensors_at_top(obj: Mapping) -> bool:
 
 def check_codebook(table: torch.Tensor, layer: int, path: Path) -> None:
     """A codebook table must be a finite, non-empty [K, D] matrix."""
+    if not isinstance(table, torch.Tensor):
+        raise LoadError(f"layer {layer}: codebook is not a tensor", path)
     if table.ndim != 2:
         raise LoadError(f"layer {layer}: codebook has shape {tuple(table.shape)}, expected [K, D]", path)
     if table.shape[0] == 0 or table.shape[1] == 0:
@@ -94,3 +167,44 @@ def check_same_dim(tables: list[torch.Tensor], path: Path) -> None:
     dims = {int(t.shape[1]) for t in tables}
     if len(dims) > 1:
         raise LoadError(f"layers disagree on the codebook dimension: {sorted(dims)}", path)
+
+
+def float_tensor(ckpt: Checkpoint, key: str, shape: tuple | None = None, what: str | None = None,
+                 required: bool = True) -> torch.Tensor | None:
+    """`state[key]` as finite float32, checked against `shape` (None entries match any size)."""
+    value = ckpt.state.get(key)
+    if value is None:
+        if required:
+            raise LoadError(f"missing key {key!r}", ckpt.path)
+        return None
+    name = what or key
+    if not value.dtype.is_floating_point:
+        raise LoadError(f"{name} has dtype {value.dtype}, expected floats", ckpt.path)
+    if shape is not None and (value.ndim != len(shape) or
+                              any(s is not None and s != d for s, d in zip(shape, value.shape))):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise LoadError(f"{name} has shape {list(value.shape)}, expected {want}", ckpt.path)
+    if value.numel() == 0:
+        raise LoadError(f"{name} is empty (shape {list(value.shape)})", ckpt.path)
+    value = value.detach().float()
+    if not torch.isfinite(value).all():
+        raise LoadError(f"{name} holds NaN or infinite values", ckpt.path)
+    return value
+
+
+def flag_value(value: torch.Tensor | None) -> bool | None:
+    """A stored flag buffer (`inited` [1] float, `initted` 0-dim bool or [1] float) as a bool."""
+    if value is None or not isinstance(value, torch.Tensor) or value.numel() == 0:
+        return None
+    first = float(value.detach().flatten()[0].float())
+    if math.isnan(first):
+        return None
+    return first != 0.0
+
+
+def layer_indices(found: Iterable[int], what: str, path: Path) -> list[int]:
+    """Sorted layer numbers, which must be exactly 0..n-1."""
+    indices = sorted(set(found))
+    if indices != list(range(len(indices))):
+        raise LoadError(f"{what}: layers are not numbered 0..{len(indices) - 1}: {indices[:12]}", path)
+    return indices

@@ -1,7 +1,10 @@
-"""EnCodec-family RVQs (EnCodec, audiocraft, GPT-SoVITS, SpeechTokenizer, WavTokenizer): Euclidean
-lookup, residual minus the codeword, buffers `inited`, `cluster_size`, `embed`, `embed_avg` per layer.
+"""EnCodec-family RVQs (EnCodec, audiocraft, GPT-SoVITS, SpeechTokenizer, WavTokenizer, HF transformers
+EnCodec): Euclidean lookup, residual minus the codeword, buffers `inited`, `cluster_size`, `embed`,
+`embed_avg` per layer.
 
 The quantizer may sit under any prefix (a bare RVQ, `quantizer.vq.`, a whole model, a Lightning module).
+The original module tree names a layer's buffers `layers.{i}._codebook.*`; HF transformers' port names
+them `layers.{i}.codebook.*`.
 """
 
 from __future__ import annotations
@@ -13,24 +16,36 @@ import torch
 
 from ...core import DeadCodeRule, Quantizer
 from ...errors import LoadError
-from .base import Checkpoint, Format, check_codebook, check_same_dim
+from .base import Checkpoint, Format, check_codebook, check_same_dim, flag_value, float_tensor, layer_indices
 
 EMBED_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)layers\.(?P<index>\d+)\._codebook\.embed$")
+HF_EMBED_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)layers\.(?P<index>\d+)\.codebook\.embed$")
+
+ENCODEC_RULE = DeadCodeRule("absolute", 2.0, "EnCodec-family")
 
 
-def find_rvq_prefixes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    """Prefixes under which `layers.{i}._codebook.embed` tables (2-D) live, with their layer indices."""
+def _find(state: dict[str, torch.Tensor], pattern: re.Pattern) -> dict[str, list[int]]:
     found: dict[str, list[int]] = defaultdict(list)
     for key, value in state.items():
-        match = EMBED_KEY.match(key)
-        if match and value.ndim == 2:
+        match = pattern.match(key)
+        if match and isinstance(value, torch.Tensor) and value.ndim == 2:
             found[match["prefix"]].append(int(match["index"]))
     return {prefix: sorted(indices) for prefix, indices in found.items()}
 
 
-def main_prefix(ckpt: Checkpoint) -> str:
+def find_rvq_prefixes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """Prefixes under which `layers.{i}._codebook.embed` tables (2-D) live, with their layer indices."""
+    return _find(state, EMBED_KEY)
+
+
+def find_hf_prefixes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """The same for HF transformers' names, `layers.{i}.codebook.embed`."""
+    return _find(state, HF_EMBED_KEY)
+
+
+def main_prefix(ckpt: Checkpoint, prefixes: dict[str, list[int]] | None = None) -> str:
     """The RVQ with the most layers; a model holding several names them all in a note."""
-    prefixes = find_rvq_prefixes(ckpt.state)
+    prefixes = find_rvq_prefixes(ckpt.state) if prefixes is None else prefixes
     if not prefixes:
         raise LoadError("no EnCodec-style codebooks (layers.N._codebook.embed) found", ckpt.path)
     return max(prefixes, key=lambda p: (len(prefixes[p]), -len(p)))
@@ -54,46 +69,58 @@ class ProjectedQuantizer(Quantizer):
         proj = self.projections[layer]
         return out if proj is None else torch.nn.functional.linear(out, proj[2], proj[3])
 
+    def truncate(self, n_q):
+        super().truncate(n_q)
+        self.projections = self.projections[:n_q]
+
     def _move(self, device):
         self.projections = [None if p is None else tuple(t.to(device) if t is not None else None for t in p)
                             for p in self.projections]
 
 
-def build_encodec_rvq(ckpt: Checkpoint, prefix: str, fmt: str, **kwargs) -> Quantizer:
+def build_encodec_rvq(ckpt: Checkpoint, prefix: str, fmt: str, codebook: str = "_codebook",
+                      **kwargs) -> Quantizer:
     """Read the codebooks under `prefix`; refuse layers whose k-means init never ran."""
-    indices = find_rvq_prefixes(ckpt.state)[prefix]
-    if indices != list(range(len(indices))):
-        raise LoadError(f"codebook layers are not numbered 0..{len(indices) - 1}: {indices}", ckpt.path)
+    finder = find_rvq_prefixes if codebook == "_codebook" else find_hf_prefixes
+    sites = finder(ckpt.state)
+    if prefix not in sites:
+        raise LoadError(f"no codebooks under '{prefix}'", ckpt.path)
+    indices = layer_indices(sites[prefix], f"quantizer '{prefix}'", ckpt.path)
     tables, sizes, projections = [], [], []
     for i in indices:
         base = f"{prefix}layers.{i}."
-        table = ckpt.tensor(base + "_codebook.embed")
+        table = ckpt.tensor(f"{base}{codebook}.embed")
         check_codebook(table, i, ckpt.path)
-        inited = ckpt.state.get(base + "_codebook.inited")
-        if inited is not None and inited.numel() and float(inited.float().flatten()[0]) == 0.0:
+        if flag_value(ckpt.state.get(f"{base}{codebook}.inited")) is False:
             raise LoadError(f"layer {i} has no trained codebook (inited = 0: k-means init never ran); "
                             "nothing to audit", ckpt.path)
         tables.append(table.float())
-        sizes.append(ckpt.state.get(base + "_codebook.cluster_size"))
-        projections.append(_projection(ckpt, base))
+        k = int(table.shape[0])
+        sizes.append(float_tensor(ckpt, f"{base}{codebook}.cluster_size", (k,), f"layer {i} cluster_size",
+                                  required=False))
+        projections.append(_projection(ckpt, base, int(table.shape[1]), i))
     check_same_dim(tables, ckpt.path)
-    for i, size in enumerate(sizes):
-        if size is not None and size.numel() != tables[i].shape[0]:
-            raise LoadError(f"layer {i}: cluster_size has {size.numel()} entries for {tables[i].shape[0]} codes",
-                            ckpt.path)
-    cluster_size = [s.float() for s in sizes] if all(s is not None for s in sizes) else None
+    dims = {int(p[0].shape[1]) for p in projections if p is not None}
+    if len(dims) > 1 or (dims and any(p is None for p in projections)):
+        raise LoadError("layers disagree on their input dimension (project_in)", ckpt.path)
+    cluster_size = sizes if all(s is not None for s in sizes) else None
     notes = list(kwargs.pop("notes", []))
-    others = [p for p in find_rvq_prefixes(ckpt.state) if p != prefix]
+    if cluster_size is None and any(s is not None for s in sizes):
+        notes.append("cluster_size missing in some layers: EMA statistics ignored")
+    others = [p for p in sites if p != prefix]
     if others:
         notes.append(f"using the quantizer at '{prefix}'; also found: {', '.join(others)}")
     rule = _stored_dead_code_rule(ckpt)
     if rule is not None:
         kwargs.setdefault("dead_code_rule", rule)
         notes.append(f"dead-code rule from the checkpoint's config: {rule.describe()}")
+    kwargs.setdefault("dead_code_rule", ENCODEC_RULE)
     common = dict(format=fmt, codebooks=tables, cluster_size=cluster_size, notes=notes,
                   source=str(ckpt.path), **kwargs)
-    if any(p is not None for p in projections):
-        return ProjectedQuantizer(projections=projections, input_dim=_projected_dim(projections), **common)
+    if dims:
+        if common.get("transform") is not None:
+            raise LoadError("a transform and per-layer projections together are not supported", ckpt.path)
+        return ProjectedQuantizer(projections=projections, input_dim=dims.pop(), **common)
     return Quantizer(**common)
 
 
@@ -107,30 +134,77 @@ def _stored_dead_code_rule(ckpt: Checkpoint) -> DeadCodeRule | None:
     return DeadCodeRule("relative" if config.get("threshold_relative") else "absolute", float(value))
 
 
-def _projection(ckpt: Checkpoint, base: str) -> tuple | None:
-    w_in = ckpt.state.get(base + "project_in.weight")
-    w_out = ckpt.state.get(base + "project_out.weight")
-    if w_in is None or w_out is None:
+def _projection(ckpt: Checkpoint, base: str, codebook_dim: int, layer: int) -> tuple | None:
+    if base + "project_in.weight" not in ckpt.state and base + "project_out.weight" not in ckpt.state:
         return None
-    return (w_in.float(), _opt_float(ckpt.state.get(base + "project_in.bias")),
-            w_out.float(), _opt_float(ckpt.state.get(base + "project_out.bias")))
+    w_in = float_tensor(ckpt, base + "project_in.weight", (codebook_dim, None), f"layer {layer} project_in")
+    dim = int(w_in.shape[1])
+    b_in = float_tensor(ckpt, base + "project_in.bias", (codebook_dim,), required=False)
+    w_out = float_tensor(ckpt, base + "project_out.weight", (dim, codebook_dim), f"layer {layer} project_out")
+    b_out = float_tensor(ckpt, base + "project_out.bias", (dim,), required=False)
+    return (w_in, b_in, w_out, b_out)
 
 
-def _opt_float(t):
-    return None if t is None else t.float()
+# --- detection -------------------------------------------------------------------------------------
+def _speechtokenizer_prefix(ckpt: Checkpoint) -> str | None:
+    for prefix in find_rvq_prefixes(ckpt.state):
+        if prefix.endswith("quantizer.vq."):
+            root = prefix[: -len("quantizer.vq.")]
+            weight = ckpt.state.get(root + "transform.weight")
+            if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+                return prefix
+    return None
 
 
-def _projected_dim(projections) -> int:
-    return int(next(p for p in projections if p is not None)[0].shape[1])
+def _wavtokenizer_prefix(ckpt: Checkpoint) -> str | None:
+    for prefix in find_rvq_prefixes(ckpt.state):
+        if prefix.endswith("feature_extractor.encodec.quantizer.vq."):
+            return prefix
+    return None
 
 
-def _detect(ckpt: Checkpoint) -> bool:
-    return bool(find_rvq_prefixes(ckpt.state))
+def _is_audiocraft(ckpt: Checkpoint) -> bool:
+    return bool(find_rvq_prefixes(ckpt.state)) and (
+        "xp.cfg" in ckpt.meta or "best_state" in ckpt.wrappers or "fsdp_best_state" in ckpt.wrappers)
 
 
-def _build(ckpt: Checkpoint) -> Quantizer:
+def _build_encodec(ckpt: Checkpoint) -> Quantizer:
     return build_encodec_rvq(ckpt, main_prefix(ckpt), "encodec")
 
 
-ENCODEC = Format("encodec", "EnCodec-layout RVQ (EnCodec, audiocraft, a bare RVQ state dict, any prefix)",
-                 _detect, _build)
+def _build_audiocraft(ckpt: Checkpoint) -> Quantizer:
+    notes = ["audiocraft compression checkpoint" + (" (exported)" if ckpt.meta.get("exported") else "")]
+    version = ckpt.meta.get("version")
+    if isinstance(version, str):
+        notes.append(f"audiocraft version {version[:40]}")
+    return build_encodec_rvq(ckpt, main_prefix(ckpt), "audiocraft", notes=notes)
+
+
+def _build_speechtokenizer(ckpt: Checkpoint) -> Quantizer:
+    prefix = _speechtokenizer_prefix(ckpt)
+    notes = ["the `transform` Linear (RVQ-1 output to HuBERT space, a distillation head) is not part of "
+             "encoding and is not applied", "RVQ-1 (layer 0) is the semantic layer distilled from HuBERT"]
+    return build_encodec_rvq(ckpt, prefix, "speechtokenizer", notes=notes)
+
+
+def _build_wavtokenizer(ckpt: Checkpoint) -> Quantizer:
+    return build_encodec_rvq(ckpt, _wavtokenizer_prefix(ckpt), "wavtokenizer")
+
+
+def _build_hf(ckpt: Checkpoint) -> Quantizer:
+    prefixes = find_hf_prefixes(ckpt.state)
+    prefix = main_prefix(ckpt, prefixes)
+    return build_encodec_rvq(ckpt, prefix, "encodec-hf", codebook="codebook",
+                             notes=["HF transformers EncodecModel names (quantizer.layers.N.codebook.*)"])
+
+
+ENCODEC = Format("encodec", "EnCodec-layout RVQ (EnCodec, a bare RVQ state dict, any prefix)",
+                 lambda ckpt: bool(find_rvq_prefixes(ckpt.state)), _build_encodec)
+AUDIOCRAFT = Format("audiocraft", "audiocraft compression model ({'best_state', 'xp.cfg'} export or "
+                    "training checkpoint)", _is_audiocraft, _build_audiocraft)
+SPEECHTOKENIZER = Format("speechtokenizer", "SpeechTokenizer (EnCodec RVQ with a `transform` Linear beside it)",
+                         lambda ckpt: _speechtokenizer_prefix(ckpt) is not None, _build_speechtokenizer)
+WAVTOKENIZER = Format("wavtokenizer", "WavTokenizer Lightning checkpoint (feature_extractor.encodec.quantizer)",
+                      lambda ckpt: _wavtokenizer_prefix(ckpt) is not None, _build_wavtokenizer)
+ENCODEC_HF = Format("encodec-hf", "HF transformers EncodecModel (quantizer.layers.N.codebook.embed)",
+                    lambda ckpt: bool(find_hf_prefixes(ckpt.state)), _build_hf)

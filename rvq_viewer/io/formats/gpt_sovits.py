@@ -11,7 +11,7 @@ import torch
 
 from ...core import Quantizer
 from ...errors import LoadError
-from .base import Checkpoint, Format
+from .base import Checkpoint, Format, float_tensor
 from .encodec import build_encodec_rvq, find_rvq_prefixes
 
 PREFIX = "quantizer.vq."
@@ -27,6 +27,8 @@ class SslProjection(torch.nn.Module):
         self.stride = int(weight.shape[-1])  # kernel == stride in both GPT-SoVITS variants
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.shape[0] < self.stride:   # a lone trailing frame: the conv drops it, as in the model
+            return frames.new_zeros((0, self.weight.shape[0]))
         out = torch.nn.functional.conv1d(frames.t().unsqueeze(0), self.weight, self.bias, stride=self.stride)
         return out.squeeze(0).t()
 
@@ -36,18 +38,26 @@ def _detect(ckpt: Checkpoint) -> bool:
 
 
 def _build(ckpt: Checkpoint) -> Quantizer:
-    weight = ckpt.tensor("ssl_proj.weight")
-    if weight.ndim != 3 or weight.shape[0] != weight.shape[1]:
-        raise LoadError(f"ssl_proj.weight has shape {tuple(weight.shape)}, expected [D, D, kernel]", ckpt.path)
+    weight = float_tensor(ckpt, "ssl_proj.weight", (None, None, None))
+    if weight.shape[0] != weight.shape[1] or weight.shape[-1] not in (1, 2):
+        raise LoadError(f"ssl_proj.weight has shape {list(weight.shape)}, expected [D, D, 1 or 2]", ckpt.path)
+    bias = float_tensor(ckpt, "ssl_proj.bias", (int(weight.shape[0]),), required=False)
     rate = "25 Hz" if weight.shape[-1] == 2 else "50 Hz"
-    notes = [f"semantic frame rate {rate}", f"trained: {ckpt.meta['info']}" if "info" in ckpt.meta else ""]
-    notes = [n for n in notes if n]
+    notes = [f"semantic frame rate {rate}"]
+    if isinstance(ckpt.meta.get("info"), str):
+        notes.append(f"trained: {ckpt.meta['info'][:80]}")
+    if ckpt.state["ssl_proj.weight"].dtype == torch.float16:
+        notes.append("exported weights are fp16: upcast to fp32 before the lookup")
     if ckpt.options.get("skip_transform"):
         notes.append("ssl_proj skipped: features are taken as already projected")
         return build_encodec_rvq(ckpt, PREFIX, "gpt-sovits", notes=notes)
-    projection = SslProjection(weight, ckpt.state.get("ssl_proj.bias"))
-    return build_encodec_rvq(ckpt, PREFIX, "gpt-sovits", notes=notes, transform=projection,
-                             frame_stride=projection.stride, input_dim=int(weight.shape[1]))
+    projection = SslProjection(weight, bias)
+    quantizer = build_encodec_rvq(ckpt, PREFIX, "gpt-sovits", notes=notes, transform=projection,
+                                  frame_stride=projection.stride, input_dim=int(weight.shape[1]))
+    if quantizer.codebooks[0].shape[1] != weight.shape[0]:
+        raise LoadError(f"ssl_proj gives {weight.shape[0]}-dim frames but the codebook is "
+                        f"{quantizer.codebooks[0].shape[1]}-dim", ckpt.path)
+    return quantizer
 
 
 GPT_SOVITS = Format("gpt-sovits", "GPT-SoVITS s2G weights or G_*.pth (ssl_proj, then a 1-layer RVQ)",
