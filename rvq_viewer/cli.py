@@ -28,9 +28,34 @@ def demo_paths() -> tuple[Path, list[Path]]:
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="quantizer checkpoint (.pt/.pth/.ckpt/.safetensors/.npy/.npz)")
     parser.add_argument("--format", help="force a checkpoint format instead of detecting it")
-    parser.add_argument("--n-q", type=int, help="use only the first N layers")
+    parser.add_argument("--n-q", type=int, help="use the first N layers (Mimi: 8 of 32 by default, up to 32)")
     parser.add_argument("--skip-transform", action="store_true",
                         help="features are already projected (e.g. GPT-SoVITS features after ssl_proj)")
+    lookup = parser.add_mutually_exclusive_group()
+    lookup.add_argument("--cosine", dest="cosine", action="store_true", default=None,
+                        help="vector-quantize-pytorch: cosine-similarity codebooks (default: from config or detected)")
+    lookup.add_argument("--euclidean", dest="cosine", action="store_false", help="vector-quantize-pytorch: Euclidean")
+    parser.add_argument("--heads", type=int, help="vector-quantize-pytorch: heads sharing one codebook")
+    parser.add_argument("--vq-strides", type=_strides, help="SNAC level strides, e.g. 4,2,1 (default: config.json)")
+
+
+def _strides(text: str) -> list[int]:
+    try:
+        strides = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 4,2,1, got {text!r}") from None
+    if not strides or min(strides) < 1:
+        raise argparse.ArgumentTypeError(f"strides must be positive integers, got {text!r}")
+    return strides
+
+
+def load_from_args(args):
+    """The quantizer named on the command line, with the load options given there."""
+    from .io import load_quantizer
+    options = {k: v for k, v in (("cosine", args.cosine), ("heads", args.heads), ("vq_strides", args.vq_strides))
+               if v is not None}
+    return load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
+                          skip_transform=args.skip_transform, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +92,7 @@ def _plugin(name: str):
 
 
 def cmd_info(args) -> int:
-    from .io import load_quantizer
-    quantizer = load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
-                               skip_transform=args.skip_transform)
+    quantizer = load_from_args(args)
     summary = quantizer.summary()
     summary["notes"] = quantizer.notes
     if args.json:
@@ -87,16 +110,16 @@ def cmd_audit(args) -> int:
     from tqdm import tqdm
 
     from .audit import resolve_device, run_audit, with_threshold
-    from .io import FeatureSource, load_quantizer
+    from .io import FeatureSource
 
-    quantizer = load_quantizer(args.checkpoint, format=args.format, n_q=args.n_q,
-                               skip_transform=args.skip_transform)
+    quantizer = load_from_args(args)
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as exc:
         raise RvqViewerError(f"--device {args.device}: {exc}") from None
     source = FeatureSource(args.features, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
-                           frame_stride=quantizer.frame_stride, key=args.key)
+                           frame_stride=quantizer.frame_stride, key=args.key,
+                           pack=quantizer.frame_stride == 1)  # join short files into full chunks
     bar = None if args.quiet else tqdm(total=source.total_frames(), unit="frames", unit_scale=True,
                                        file=sys.stderr, desc=f"audit on {device}")
     last = 0
@@ -116,6 +139,8 @@ def cmd_audit(args) -> int:
     verdicts = diagnose(result, with_threshold(quantizer, args.ema_threshold))
     if args.json_out:
         write_json(args.json_out, result, verdicts)
+    for warning in source.warnings():
+        print(f"rvq-viewer: warning: {warning}", file=sys.stderr)
     print(f"{quantizer.format}: n_q={quantizer.n_q} K={quantizer.codebook_size} D={quantizer.dim}, "
           f"{result.frames} frames from {len(source.files)} file(s)")
     print(result.table())

@@ -354,3 +354,13 @@ def test_demo_collapsed_collapses_on_every_layer(demo):
     json.dumps(report_dict(result, verdicts), allow_nan=False)
     text = format_verdicts(verdicts, "warning")
     assert text.startswith("[collapse] all: Collapsed") and "what to try:" in text
+
+
+def test_pairs_of_multi_rate_layers_are_aligned_by_time():
+    """SNAC-like: layer 0 codes every 2 residual frames, layer 1 every frame."""
+    from rvq_viewer.diagnosis.redundancy import PairAccumulator
+    acc = PairAccumulator([4, 4], layer_strides=[2, 1])
+    acc.add_step(0, torch.tensor([0, 1, 2]))
+    acc.add_step(1, torch.tensor([0, 0, 1, 1, 2, 2]))
+    a, b, counts = acc.joint(0)
+    assert sorted(zip(a.tolist(), b.tolist(), counts.tolist())) == [(0, 0, 2), (1, 1, 2), (2, 2, 2)]

@@ -80,7 +80,10 @@ def build_result(acc: AuditAccumulator, quantizer: Quantizer, complete: bool = T
             ema_dead_codes=None if ema_dead is None else ema_dead.cpu().tolist(),
             residual_norm=layer.residual.summary(), rel_error=rel_error, snr_db=snr, **usage))
     summary = quantizer.summary()
-    return AuditResult(quantizer={k: summary[k] for k in ("format", "n_q", "codebook_size", "dim")},
+    described = {k: summary[k] for k in ("format", "n_q", "codebook_size", "dim")}
+    # Per-layer sizes and rates, for formats where layers differ (SNAC levels, per-layer K).
+    described.update(codebook_sizes=quantizer.codebook_sizes, layer_strides=list(quantizer.layer_strides))
+    return AuditResult(quantizer=described,
                        frames=acc.frames, layers=layers, input_norm=acc.input.summary(), complete=complete,
                        ema_dead_rule=quantizer.dead_code_rule.describe() if quantizer.has_ema else "",
                        sources=sources or [])

@@ -7,6 +7,7 @@ alone (the same quantizer on a second feature set) the report gains a side-by-si
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..errors import RvqViewerError
@@ -81,11 +82,11 @@ def run(args) -> int:
     from ..audit import resolve_device
     from ..compare import compare
     from ..diagnosis import diagnose, exit_code_for, format_verdicts, write_json
-    from ..io import load_quantizer
+    from ..cli import load_from_args
     from ..report import write_html
 
     def load(path):
-        return load_quantizer(path, format=args.format, n_q=args.n_q, skip_transform=args.skip_transform)
+        return load_from_args(argparse.Namespace(**{**vars(args), "checkpoint": path}))
 
     if not args.html.lower().endswith((".html", ".htm")):
         raise RvqViewerError(f"--html {args.html}: the report is HTML; give a file name ending in .html")

@@ -97,8 +97,9 @@ class PairAccumulator:
     """Joint code histograms of consecutive layers and per-layer input moments; mergeable."""
 
     def __init__(self, codebook_sizes: list[int], dims: list[int] | int | None = None,
-                 cov_rows: int = COV_ROWS):
+                 cov_rows: int = COV_ROWS, layer_strides: list[int] | None = None):
         self.codebook_sizes = [int(k) for k in codebook_sizes]
+        self.layer_strides = [int(s) for s in layer_strides] if layer_strides else [1] * len(self.codebook_sizes)
         self.pairs = [_SparseCounts() for _ in range(max(0, len(self.codebook_sizes) - 1))]
         if isinstance(dims, int):
             dims = [dims] * len(self.codebook_sizes)
@@ -110,7 +111,8 @@ class PairAccumulator:
 
     @classmethod
     def for_quantizer(cls, quantizer: Quantizer, cov_rows: int = COV_ROWS) -> "PairAccumulator":
-        return cls(quantizer.codebook_sizes, [int(c.shape[1]) for c in quantizer.codebooks], cov_rows)
+        return cls(quantizer.codebook_sizes, [int(c.shape[1]) for c in quantizer.codebooks], cov_rows,
+                   list(quantizer.layer_strides))
 
     # --- feeding --------------------------------------------------------------------------------
     def add_step(self, index: int, codes: torch.Tensor, layer_input: torch.Tensor | None = None) -> None:
@@ -121,7 +123,8 @@ class PairAccumulator:
             raise ValueError(f"add_step: layer {index} after layer {self._last_index}; feed layers in order")
         if index > 0:
             k_b = self.codebook_sizes[index]
-            packed = self._previous.long() * k_b + codes.long()
+            before, after = self._aligned(index, self._previous, codes)
+            packed = before.long() * k_b + after.long()
             keys, counts = torch.unique(packed, return_counts=True)
             self.pairs[index - 1].add(keys.cpu().numpy(), counts.cpu().numpy())
         if self.moments is not None and layer_input is not None:
@@ -131,6 +134,17 @@ class PairAccumulator:
         last = index == len(self.codebook_sizes) - 1
         self._previous = None if last else codes
         self._last_index = -1 if last else index
+
+    def _aligned(self, index: int, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of layers index-1 and index paired by time. Equal counts pair position by position
+        (heads are flattened frame-major alike); multi-rate layers (SNAC) are first repeated up to the
+        residual's frame rate, so each pair is weighted by the residual frames it covers."""
+        if before.shape[0] == after.shape[0]:
+            return before, after
+        before = before.repeat_interleave(self.layer_strides[index - 1])
+        after = after.repeat_interleave(self.layer_strides[index])
+        n = min(before.shape[0], after.shape[0])
+        return before[:n], after[:n]
 
     def add_chunk(self, quantizer: Quantizer, frames: torch.Tensor) -> int:
         """Encode one chunk of one sequence and add it; returns the code frames it gave."""
@@ -156,7 +170,7 @@ class PairAccumulator:
 
     def copy(self) -> "PairAccumulator":
         """An independent copy (what `AuditAccumulator.copy` needs for streamed snapshots)."""
-        clone = PairAccumulator(self.codebook_sizes, None, self.cov_rows)
+        clone = PairAccumulator(self.codebook_sizes, None, self.cov_rows, self.layer_strides)
         if self.moments is not None:
             clone.moments = [_Moments(m.total.size) for m in self.moments]
         return clone.merge(self)
