@@ -55,11 +55,20 @@ class NormStats:
         self.histogram = NormHistogram()
 
     def add(self, vectors: torch.Tensor) -> None:
-        sq = vectors.double().pow(2).sum(dim=1)
-        norms = sq.sqrt()
-        self.count += int(sq.numel())
+        # Each frame's norm in one fused pass in the frames' own precision (float32 frames: relative
+        # error ~1e-7, far below what is reported), summed over frames in double. Converting the whole
+        # [N, D] block to double first cost ~10% of a small-D audit.
+        if vectors.dtype not in (torch.float32, torch.float64):
+            vectors = vectors.float()
+        norms = torch.linalg.vector_norm(vectors, dim=1)
+        self.add_norms(norms)
+
+    def add_norms(self, norms: torch.Tensor) -> None:
+        """Add frames by their L2 norms (a float64 vector)."""
+        norms = norms.double()
+        self.count += int(norms.numel())
         self.sum += float(norms.sum())
-        self.sum_sq += float(sq.sum())
+        self.sum_sq += float(norms.square().sum())
         self.histogram.add(norms)
 
     def merge(self, other: "NormStats") -> None:
@@ -83,8 +92,11 @@ class LayerAccumulator:
         self.residual = NormStats()
 
     def add(self, codes: torch.Tensor, residual: torch.Tensor) -> None:
-        self.counts += torch.bincount(codes, minlength=self.counts.size).cpu().numpy()
+        self.add_codes(codes)
         self.residual.add(residual)
+
+    def add_codes(self, codes: torch.Tensor) -> None:
+        self.counts += torch.bincount(codes.flatten(), minlength=self.counts.size).cpu().numpy()
 
     def merge(self, other: "LayerAccumulator") -> None:
         if other.counts.size != self.counts.size:
