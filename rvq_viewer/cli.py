@@ -131,7 +131,7 @@ def cmd_audit(args) -> int:
 
     try:
         result = run_audit(quantizer, source, device, ema_threshold=args.ema_threshold,
-                           progress=progress if bar else None)
+                           progress=progress if bar else None, pairs=True)
     finally:
         if bar:
             bar.close()

@@ -132,3 +132,19 @@ def test_ema_threshold_option_changes_ema_dead_codes(two_layer):
     assert result.layers[0].ema_dead_codes == [1, 2, 3]
     assert result.layers[1].ema_dead_codes == [0, 1]
     assert quantizer.dead_code_rule.value == 2.0, "the loaded quantizer is left untouched"
+
+
+def test_pairs_gathered_in_the_audit_pass_equal_a_separate_pass(tmp_path):
+    from rvq_viewer.diagnosis import gather_pairs
+    gen = torch.Generator().manual_seed(5)
+    quantizer = Quantizer(format="test", codebooks=[torch.randn(8, 3, generator=gen) for _ in range(3)])
+    np.save(tmp_path / "f.npy", torch.randn(3000, 3, generator=gen).numpy())
+    source = FeatureSource([tmp_path / "f.npy"], dim=3, chunk_frames=700)
+    result = run_audit(quantizer, source, device="cpu", pairs=True)
+    separate = gather_pairs(quantizer, source, "cpu")
+    for pair in range(2):
+        ours = sorted(zip(*(a.tolist() for a in result.pairs.joint(pair))))
+        assert ours == sorted(zip(*(a.tolist() for a in separate.joint(pair))))
+        assert sum(c for *_, c in ours) == 3000
+    assert "pairs" not in result.to_dict()
+    assert run_audit(quantizer, source, device="cpu").pairs is None

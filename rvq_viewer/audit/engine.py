@@ -99,9 +99,11 @@ class PieceResult:
 
     def add_to(self, acc: AuditAccumulator) -> None:
         acc.input.add_norms(self.input_norms)
-        for layer, (codes, norms) in zip(acc.layers, self.layers):
+        for index, (layer, (codes, norms)) in enumerate(zip(acc.layers, self.layers)):
             layer.add_codes(codes)
             layer.residual.add_norms(norms)
+            if acc.pairs is not None:
+                acc.pairs.add_step(index, codes)
 
 
 def _norms_of(x: torch.Tensor) -> torch.Tensor:
@@ -279,14 +281,16 @@ def audit_chunk(quantizer: Quantizer, frames: torch.Tensor, acc: AuditAccumulato
 
 
 def iter_audit(quantizer: Quantizer, source: FeatureSource, device: str | torch.device | None = "auto",
-               count_total: bool = True, batch: int | None = None) -> Iterator[AuditProgress]:
+               count_total: bool = True, batch: int | None = None,
+               pairs: bool = False) -> Iterator[AuditProgress]:
     """Yield an `AuditProgress` after each chunk; the accumulator in it grows as the audit goes on.
 
     Chunks are read ahead in a background thread; closing the generator (or dropping it) stops that
-    reader. `batch` caps the frames encoded at once on a GPU (default: from free memory)."""
+    reader. `batch` caps the frames encoded at once on a GPU (default: from free memory). `pairs`
+    also gathers the joint code histograms of consecutive layers (for the redundancy diagnosis)."""
     dev = resolve_device(device)
     quantizer = quantizer.to(dev)
-    acc = AuditAccumulator(quantizer.codebook_sizes)
+    acc = AuditAccumulator(quantizer.codebook_sizes, _pair_accumulator(quantizer) if pairs else None)
     total = source.total_frames() if count_total else None
     runner = AuditRunner(quantizer, dev, batch=batch)
     releaser = PageReleaser()
@@ -308,13 +312,18 @@ def iter_audit(quantizer: Quantizer, source: FeatureSource, device: str | torch.
         releaser.flush()
 
 
+def _pair_accumulator(quantizer: Quantizer):
+    from ..diagnosis.redundancy import PairAccumulator  # diagnosis builds on audit: import late
+    return PairAccumulator(quantizer.codebook_sizes, layer_strides=list(quantizer.layer_strides))
+
+
 def run_audit(quantizer: Quantizer, source: FeatureSource, device: str | torch.device | None = "auto",
               ema_threshold: float | None = None,
-              progress: Callable[[AuditProgress], None] | None = None) -> AuditResult:
-    """Audit the whole source and return the per-layer report."""
+              progress: Callable[[AuditProgress], None] | None = None, pairs: bool = False) -> AuditResult:
+    """Audit the whole source and return the per-layer report (with `.pairs` when `pairs` is set)."""
     quantizer = with_threshold(quantizer, ema_threshold)
     acc = AuditAccumulator(quantizer.codebook_sizes)
-    for snapshot in iter_audit(quantizer, source, device, count_total=progress is not None):
+    for snapshot in iter_audit(quantizer, source, device, count_total=progress is not None, pairs=pairs):
         acc = snapshot.accumulator
         if progress is not None:
             progress(snapshot)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,13 @@ class AuditResult:
     complete: bool = True
     ema_dead_rule: str = ""
     sources: list[str] = field(default_factory=list)
+    # Joint code histograms of consecutive layers, when the audit gathered them; not in the JSON.
+    pairs: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "pairs"}
+        data["layers"] = [asdict(layer) for layer in self.layers]
+        return _finite(data)
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
@@ -86,7 +90,7 @@ def build_result(acc: AuditAccumulator, quantizer: Quantizer, complete: bool = T
     return AuditResult(quantizer=described,
                        frames=acc.frames, layers=layers, input_norm=acc.input.summary(), complete=complete,
                        ema_dead_rule=quantizer.dead_code_rule.describe() if quantizer.has_ema else "",
-                       sources=sources or [])
+                       sources=sources or [], pairs=acc.pairs)
 
 
 def _finite(obj):

@@ -108,9 +108,12 @@ class LayerAccumulator:
 class AuditAccumulator:
     """Everything an audit gathers, for all layers."""
 
-    def __init__(self, codebook_sizes: list[int]):
+    def __init__(self, codebook_sizes: list[int], pairs=None):
         self.layers = [LayerAccumulator(k) for k in codebook_sizes]
         self.input = NormStats()
+        # Optional joint code histograms of consecutive layers (diagnosis.redundancy.PairAccumulator),
+        # fed in the same pass so features are read once.
+        self.pairs = pairs
 
     @property
     def frames(self) -> int:
@@ -122,11 +125,17 @@ class AuditAccumulator:
         self.input.merge(other.input)
         for mine, theirs in zip(self.layers, other.layers):
             mine.merge(theirs)
+        if self.pairs is not None and other.pairs is not None:
+            self.pairs.merge(other.pairs)
+        else:
+            self.pairs = None  # a partial joint histogram would mislead: keep none
         return self
 
     def copy(self) -> "AuditAccumulator":
         clone = AuditAccumulator([layer.counts.size for layer in self.layers])
-        return clone.merge(self)
+        clone.merge(self)
+        clone.pairs = None if self.pairs is None else self.pairs.copy()
+        return clone
 
 
 def usage_metrics(counts: np.ndarray) -> dict:
