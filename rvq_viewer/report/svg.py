@@ -9,6 +9,7 @@ density grid instead of 65,536 dots), so a K = 65,536 report stays a few hundred
 
 from __future__ import annotations
 
+import hashlib
 import math
 from html import escape
 
@@ -275,7 +276,10 @@ class Chart:
         return "".join(out)
 
     def render(self, description: str = "") -> str:
-        clip = f"c{id(self):x}"
+        # Named after what it clips, so the same chart gets the same id and two different charts never
+        # share one (an object address could be reused within a page once a chart is freed).
+        shape = f"{self.ml},{self.mt},{self.pw:.1f},{self.ph:.1f}" + "".join(self.marks) + "".join(self.overlay)
+        clip = "c" + hashlib.sha1(shape.encode()).hexdigest()[:12]
         notes = "".join(f'<text x="{self.ml + 4}" y="{self.mt + self.ph - 6 - 12 * i:.1f}" font-size="10" '
                         f'fill="#555">{escape(n)}</text>' for i, n in enumerate(self.notes))
         desc = f"<title>{escape(description or self.title)}</title>"

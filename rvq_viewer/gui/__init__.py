@@ -1,0 +1,1 @@
+"""The desktop app: Qt views over the Qt-free audit engine. Start it with `rvq-viewer` or `main()`."""

@@ -1,0 +1,138 @@
+"""One worker in flight per view: `JobSlot` starts superqt workers and cancels the previous one first.
+
+Following napari's histogram widget: a new request aborts the old worker (quit() for generators, a
+`threading.Event` for blocking jobs) and disconnects it, so late results of a stale job never reach
+the view. Every started worker is remembered until it finishes, so `wait_all` can drain them at exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import threading
+from typing import Callable
+
+from PySide6.QtCore import QObject, QThreadPool, Signal
+from superqt.utils import WorkerBase, create_worker
+
+_live: set[WorkerBase] = set()   # started and not yet finished, across all slots
+BACKGROUND_NICE = 10             # worker threads yield the CPU to the GUI thread (Linux: per thread)
+_niced: set[int] = set()
+
+
+def lower_thread_priority() -> None:
+    """Nice the calling worker thread (once per pool thread), so a busy job cannot starve the GUI."""
+    tid = threading.get_native_id()
+    if tid in _niced or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    _niced.add(tid)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except OSError:
+        pass
+
+
+def _in_background(fn: Callable) -> Callable:
+    """`fn` run at background priority; a generator function stays one (superqt checks)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            lower_thread_priority()
+            return (yield from fn(*args, **kwargs))
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        lower_thread_priority()
+        return fn(*args, **kwargs)
+    return call
+
+
+class JobSlot(QObject):
+    """Runs `fn(cancel_event, *args)` in the global thread pool, one job at a time.
+
+    Callbacks run on the GUI thread: `yielded(value)` for generator jobs, `returned(value)`,
+    `errored(exc)`. A callback of a job that was cancelled or replaced is never called.
+    """
+
+    busy_changed = Signal(bool)
+
+    def __init__(self, name: str, parent: QObject | None = None):
+        super().__init__(parent)
+        self.name = name
+        self._worker: WorkerBase | None = None
+        self._cancel: threading.Event | None = None
+        self._generation = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def start(self, fn: Callable, *args, yielded: Callable | None = None, returned: Callable | None = None,
+              errored: Callable | None = None, **kwargs) -> WorkerBase:
+        self.cancel()
+        self._generation += 1
+        generation = self._generation
+        cancel = threading.Event()
+        worker = create_worker(_in_background(fn), cancel, *args, _start_thread=False, _ignore_errors=True,
+                               **kwargs)
+
+        def guarded(callback):
+            def call(*values):
+                if generation == self._generation and callback is not None:
+                    callback(*values)
+            return call
+
+        handlers = {"returned": guarded(returned), "errored": guarded(errored),
+                    "finished": lambda: self._finished(worker, generation)}
+        if inspect.isgeneratorfunction(fn):
+            handlers["yielded"] = guarded(yielded)
+        for signal, handler in handlers.items():
+            getattr(worker, signal).connect(handler)
+        worker._rvq_handlers = handlers
+        self._worker, self._cancel = worker, cancel
+        _live.add(worker)
+        worker.finished.connect(lambda: _live.discard(worker))
+        # Start now rather than superqt's `worker.start()`, which defers by a timer tick when an event
+        # loop runs: a deferred start could slip past `cancel_and_wait` at shutdown.
+        WorkerBase._worker_set.add(worker)
+        worker._finished.connect(WorkerBase._set_discard)
+        QThreadPool.globalInstance().start(worker)
+        self.busy_changed.emit(True)
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the running job (if any) and drop its results."""
+        worker, cancel = self._worker, self._cancel
+        if worker is None:
+            return
+        self._generation += 1
+        self._worker = self._cancel = None
+        cancel.set()
+        worker.quit()
+        for signal, handler in getattr(worker, "_rvq_handlers", {}).items():
+            if signal == "finished":
+                continue
+            try:
+                getattr(worker, signal).disconnect(handler)
+            except (RuntimeError, TypeError):
+                pass
+        self.busy_changed.emit(False)
+
+    def _finished(self, worker: WorkerBase, generation: int) -> None:
+        if worker is self._worker and generation == self._generation:
+            self._worker = self._cancel = None
+            self.busy_changed.emit(False)
+
+
+def live_workers() -> int:
+    return len(_live)
+
+
+def cancel_and_wait(slots: list[JobSlot], msecs: int = 5000) -> bool:
+    """Cancel every slot and wait for the thread pool to drain; False if something still runs."""
+    for slot in slots:
+        slot.cancel()
+    return QThreadPool.globalInstance().waitForDone(msecs)

@@ -1,0 +1,129 @@
+"""Settings, recent files, layout, drag and drop, export, and `main()` run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QImage
+
+from rvq_viewer import cli
+from rvq_viewer.gui import settings
+from rvq_viewer.gui.main_window import MainWindow
+
+from .conftest import ROOT, wait_views
+
+
+def test_settings_defaults_types_and_recent():
+    assert settings.get("histogram/log") is True
+    assert settings.get("chunk_frames") == 4096
+    settings.set("chunk_frames", 512)
+    assert settings.get("chunk_frames") == 512
+    try:
+        settings.get("no/such/key")
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("unknown keys must raise")
+    for i in range(settings.MAX_RECENT + 3):
+        settings.add_recent(f"/tmp/ckpt{i}.pt", [f"/tmp/f{i}.npy"])
+    entries = settings.recent()
+    assert len(entries) == settings.MAX_RECENT and entries[0]["checkpoint"].endswith("ckpt12.pt")
+    assert "rvq-viewer.ini" in str(settings.settings_file())   # the test's temporary file
+
+
+def test_layout_toggles_and_recent_files_are_restored(qtbot, demo):
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.open(demo["healthy"], demo["features"])
+    wait_views(qtbot, first)
+    first.docks["dead_codes"].hide()
+    first.histogram.sorted_box.setChecked(True)
+    first.close()
+    assert settings.recent()[0]["checkpoint"] == str(demo["healthy"].resolve())
+
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    assert second.docks["dead_codes"].isHidden() and not second.docks["histogram"].isHidden()
+    assert second.histogram.sorted_box.isChecked()
+    second.reset_layout()
+    assert not second.docks["dead_codes"].isHidden()
+    second._fill_recent()
+    labels = [a.text() for a in second.recent_menu.actions()]
+    assert any("healthy.pt" in label for label in labels)
+    second.close()
+
+
+def _drop(window, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+
+
+def test_drag_and_drop_checkpoint_and_features(window, qtbot, demo):
+    _drop(window, [demo["features"][0], demo["collapsed"]])     # order does not matter
+    wait_views(qtbot, window)
+    assert window.session.name == "collapsed.pt"
+    assert window.session.features == demo["features"]
+    features_dir = demo["features"][0].parent / "features"
+    _drop(window, [features_dir])                               # a folder: features for the open checkpoint
+    wait_views(qtbot, window)
+    assert window.session.name == "collapsed.pt" and window.session.features == [features_dir]
+    assert window.snapshot.result.frames == window.session.total_frames
+
+
+def test_exports_match_the_cli(loaded, tmp_path, demo):
+    files = loaded.export_all(tmp_path / "out")
+    names = sorted(p.name for p in files)
+    assert names == sorted(["overview.csv", "dead_codes_layer0.csv", "histogram_layer0.png",
+                            "centroid_map.png", "residuals.png", "audit.json"])
+    for png in ("histogram_layer0.png", "centroid_map.png", "residuals.png"):
+        image = QImage(str(tmp_path / "out" / png))
+        assert not image.isNull() and image.width() >= 1000
+    lines = (tmp_path / "out" / "overview.csv").read_text().splitlines()
+    assert lines[0].startswith("Layer,Used / K") and len(lines) == 1 + 4
+    dead_lines = (tmp_path / "out" / "dead_codes_layer0.csv").read_text().splitlines()
+    assert dead_lines[0].startswith("layer,code,uses") and len(dead_lines) == 1 + loaded.dead_codes.model.rowCount()
+
+    cli_json = tmp_path / "cli.json"
+    assert cli.main(["audit", str(demo["healthy"]), *map(str, demo["features"]), "--json", str(cli_json),
+                     "--quiet"]) == 0
+    ours, theirs = (json.loads((p).read_text()) for p in (tmp_path / "out" / "audit.json", cli_json))
+    assert ours.keys() == theirs.keys()
+    assert [v["id"] for v in ours.get("verdicts", [])] == [v["id"] for v in theirs.get("verdicts", [])]
+    assert ours["frames"] == theirs["frames"] and ours["quantizer"] == theirs["quantizer"]
+    for a, b in zip(ours["layers"], theirs["layers"]):
+        assert a["counts"] == b["counts"] and a["dead_codes"] == b["dead_codes"]
+        assert abs(a["rel_error"] - b["rel_error"]) < 1e-9
+
+
+def test_export_to_an_unwritable_place_is_a_message(loaded, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert not loaded._export(loaded.overview.export_csv, target / "sub" / "overview.csv")
+    assert loaded.banner.isVisible() and "cannot export" in loaded.banner.text()
+
+
+def test_main_in_a_subprocess_writes_a_screenshot(tmp_path):
+    out = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", RVQ_VIEWER_SETTINGS=str(tmp_path / "s.ini"),
+               RVQ_VIEWER_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "rvq_viewer", "--screenshot", str(out), "--no-umap",
+                           "--view", "histogram", "--layer", "1", "--timeout", "60"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    image = QImage(str(out))
+    assert not image.isNull() and image.width() > 300
+
+    bad = subprocess.run([sys.executable, "-m", "rvq_viewer", "--screenshot", str(tmp_path / "x.png"),
+                          "--no-umap", str(tmp_path / "missing.pt"), str(ROOT / "assets/demo/heldout.npy"),
+                          "--timeout", "30"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing.pt" in bad.stderr

@@ -1,0 +1,99 @@
+"""K = 65,536: the histogram draws at most a few bins per pixel, the map a handful of scatter items,
+and hit-testing still finds the exact code. (Structure, not timings: benchmarks/ui.py times it.)"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PySide6.QtCore import Qt
+
+from rvq_viewer.audit import build_result
+from rvq_viewer.audit.stats import AuditAccumulator
+from rvq_viewer.core import Quantizer
+from rvq_viewer.gui.model import Session, Snapshot
+from rvq_viewer.gui.state import Selection
+from rvq_viewer.gui.views import CentroidMapView, DeadCodesView, HistogramView
+
+K = 65_536
+
+
+def _big_session_and_snapshot():
+    rng = np.random.default_rng(0)
+    book = rng.normal(size=(K, 8)).astype(np.float32)
+    q = Quantizer(format="plain", codebooks=[torch.from_numpy(book)])
+    acc = AuditAccumulator([K])
+    counts = rng.zipf(1.6, K).astype(np.int64)
+    counts[rng.random(K) < 0.3] = 0
+    acc.layers[0].counts[:] = counts
+    frames = torch.from_numpy(rng.normal(size=(1000, 8)).astype(np.float32))
+    acc.input.add(frames)
+    acc.layers[0].residual.add(frames * 0.5)
+    result = build_result(acc, q)
+    session = Session(checkpoint=Path("big.npy"), features=[], quantizer=q, source=None, total_frames=0,
+                      codebooks=[book], norms=[np.linalg.norm(book, axis=1)], ema_sizes=None, ema_dead=None)
+    snap = Snapshot(result=result, counts=[counts], frames_done=int(counts.sum()), frames_total=None,
+                    elapsed=1.0, complete=True)
+    return session, snap, counts
+
+
+def test_histogram_of_65536_codes_draws_bounded_bins_and_maps_clicks_exactly(qtbot):
+    session, snap, counts = _big_session_and_snapshot()
+    sel = Selection()
+    view = HistogramView(sel)
+    qtbot.addWidget(view)
+    view.resize(700, 300)
+    view.show()
+    sel.reset(1)
+    view.set_session(session)
+    view.set_snapshot(snap)
+    assert view.ready and 0 < view.drawn_bins <= 4000
+    assert view.code_at(12345.5) == 12345                     # clicks use full resolution
+    vb = view.plot.getPlotItem().getViewBox()
+    vb.setXRange(1000, 1100, padding=0)                       # zoomed in: every code its own bar
+    qtbot.waitUntil(lambda: view.drawn_bins <= 110 and view.drawn_bins >= 100, timeout=2000)
+    view.sorted_box.setChecked(True)                          # log-log rank-frequency
+    assert view.drawn_bins <= 4000
+    assert view.code_at(0.0) == int(np.argmax(counts))        # rank 1 is the most used code
+
+
+def test_map_of_65536_codes_uses_few_items_and_a_kdtree(qtbot):
+    session, snap, counts = _big_session_and_snapshot()
+    sel = Selection()
+    view = CentroidMapView(sel, umap_service=None)
+    qtbot.addWidget(view)
+    view.resize(700, 600)
+    view.show()
+    sel.reset(1)
+    view.set_session(session)
+    view.set_snapshot(snap)
+    qtbot.waitUntil(lambda: view.ready, timeout=20_000)
+    drawn = [item for item in view._items if len(item.data)]
+    assert len(drawn) <= 17 and sum(len(item.data) for item in drawn) == K
+    code = int(np.flatnonzero(counts > 0)[7])
+    x, y = view.view_position(0, code)
+    t = time.perf_counter()
+    assert view.point_at(x, y) == code
+    assert time.perf_counter() - t < 0.05
+    view.select_index(code)
+    assert sel.code == code and view.highlight.isVisible()
+
+
+def test_dead_code_list_of_65536_codes_sorts_without_python_per_row(qtbot):
+    session, snap, counts = _big_session_and_snapshot()
+    sel = Selection()
+    view = DeadCodesView(sel)
+    qtbot.addWidget(view)
+    view.show()
+    sel.reset(1)
+    view.set_session(session)
+    view.set_snapshot(snap)
+    qtbot.waitUntil(lambda: view.ready, timeout=30_000)
+    dead = int((counts == 0).sum())
+    assert view.model.rowCount() == dead
+    view.view.sortByColumn(7, Qt.SortOrder.DescendingOrder)
+    distances = [view.model.value(r, 7) for r in range(5)]
+    assert distances == sorted(distances, reverse=True)
+    assert all(view.model.value(r, 6) >= 0 and counts[view.model.value(r, 6)] > 0 for r in range(5))

@@ -1,0 +1,234 @@
+"""The real main window, driven offscreen: load, audit, layers, toggles, linked selection, cancel, errors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtTest import QTest
+
+from rvq_viewer.audit import run_audit
+from rvq_viewer.io import FeatureSource, load_quantizer
+
+from .conftest import FakeUmapService, wait_views
+
+
+def test_demo_fills_every_view_with_the_audit(loaded, demo):
+    win = loaded
+    snap = win.snapshot
+    assert snap.complete and not snap.cancelled
+    assert win.session.name == "healthy.pt" and "healthy.pt" in win.windowTitle()
+
+    q = load_quantizer(demo["healthy"])
+    expected = run_audit(q, FeatureSource(demo["features"], q.dim))
+    assert snap.result.frames == expected.frames
+    for got, want in zip(snap.result.layers, expected.layers):
+        assert got.counts == want.counts
+        assert got.used == want.used
+
+    table = win.overview.table
+    assert table.rowCount() == q.n_q
+    assert table.item(0, 1).text() == f"{expected.layers[0].used} / 512"
+    assert "healthy" in table.item(0, 10).text()
+    assert "EMA cluster size &lt; 2" in win.overview.info.text()
+
+    x, y = win.histogram.curve.getData()
+    assert len(x) == 513 and len(y) == 512                      # one step curve for all K codes
+    assert win.map.geometry.coords.shape == (512, 2) and win.map.method == "pca"
+    assert len(win.residuals.bars.opts["height"]) == q.n_q
+    dead = set(expected.layers[0].dead_codes) | set(expected.layers[0].ema_dead_codes)
+    assert win.dead_codes.model.rowCount() == len(dead)
+    assert not win.banner.isVisible()
+
+
+def test_collapsed_demo_is_marked_collapsed(window, qtbot, demo):
+    window.open(demo["collapsed"], demo["features"])
+    wait_views(qtbot, window)
+    marks = [window.overview.table.item(r, 10).text() for r in range(window.overview.table.rowCount())]
+    assert all("collapsed" in m for m in marks)
+    assert "dead" in window.histogram.header.text()
+
+
+def test_layer_selector_and_shortcuts_move_every_view(loaded, qtbot):
+    win = loaded
+    win.activateWindow()
+    QTest.keyClick(win, Qt.Key.Key_BracketRight)
+    qtbot.waitUntil(lambda: win.selection.layer == 1, timeout=2000)
+    qtbot.waitUntil(lambda: win.views_ready(), timeout=10_000)
+    assert win.layer_box.currentIndex() == 1
+    assert win.overview.table.currentRow() == 1
+    assert "Layer 1" in win.histogram.header.text()
+    np.testing.assert_array_equal(win.histogram.counts, win.snapshot.counts[1])
+    assert int(win.map.geometry.layers[0]) == 1
+    assert win.dead_codes.table.layer == 1
+    assert win.residuals.select_lines[0].value() == 2
+
+    QTest.keyClick(win, Qt.Key.Key_BracketLeft)
+    qtbot.waitUntil(lambda: win.selection.layer == 0, timeout=2000)
+    win.act_prev.trigger()                                      # wraps around to the last layer
+    assert win.selection.layer == win.session.n_q - 1
+    win.overview.table.selectRow(2)
+    assert win.selection.layer == 2
+
+
+def test_histogram_and_map_toggles(loaded, qtbot):
+    win, hist = loaded, loaded.histogram
+    counts = win.snapshot.counts[0]
+    hist.log_box.setChecked(False)
+    hist.sorted_box.setChecked(True)
+    y = hist.curve.getData()[1]
+    assert y[0] == counts.max() and np.all(np.diff(y) <= 0)    # rank-frequency: descending
+    hist.log_box.setChecked(True)                               # log-log Zipf view
+    x, y = hist.curve.getData()
+    assert len(y) == int((counts > 0).sum())
+    assert hist.zipf_curve.isVisible()
+    assert win.act_log.isChecked() and win.act_sorted.isChecked()
+
+    win.act_all_layers.trigger()
+    qtbot.waitUntil(lambda: win.map.ready, timeout=10_000)
+    assert win.map.geometry.coords.shape == (512 * win.session.n_q, 2)
+    assert not win.map.colorbar.isVisible()                      # coloured by layer, not by use
+    win.act_all_layers.trigger()
+    qtbot.waitUntil(lambda: win.map.ready, timeout=10_000)
+    assert win.map.geometry.coords.shape == (512, 2)
+
+
+def _click_plot(qtbot, graphics_view, view_box, x, y):
+    scene_pos = view_box.mapViewToScene(QPointF(x, y))
+    pos = graphics_view.mapFromScene(scene_pos)
+    qtbot.mouseClick(graphics_view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_selecting_a_code_links_map_histogram_and_dead_codes(loaded, qtbot):
+    win = loaded
+    sel = win.selection
+    snap_counts = win.snapshot.counts[0]
+    live = int(np.flatnonzero(snap_counts > 0)[5])
+
+    # click a point on the map -> histogram marker follows
+    x, y = win.map.view_position(0, live)
+    _click_plot(qtbot, win.map.canvas, win.map.plot.getViewBox(), x, y)
+    qtbot.waitUntil(lambda: sel.code >= 0, timeout=2000)
+    picked = sel.code
+    assert picked == win.map.point_at(x, y)
+    assert win.histogram.select_line.isVisible()
+    assert win.histogram.select_line.value() == pytest.approx(picked + 0.5)
+    assert f"code <b>{picked}</b>" in win.histogram.header.text()
+
+    # click a bar of the histogram -> the map highlights that point
+    target = int(np.flatnonzero(snap_counts > 0)[-1])
+    hist_vb = win.histogram.plot.getPlotItem().getViewBox()
+    _click_plot(qtbot, win.histogram.plot, hist_vb, target + 0.5, 1.0)
+    qtbot.waitUntil(lambda: sel.code == target, timeout=2000)
+    hx, hy = win.map.highlight.getData()
+    assert (hx[0], hy[0]) == pytest.approx(win.map.view_position(0, target))
+
+    # a dead code picked in the list is selected everywhere
+    win.dead_codes.set_filter("unused")
+    win.dead_codes.select_row(0)
+    dead_code = win.dead_codes.selected_code()
+    assert snap_counts[dead_code] == 0 and sel.code == dead_code
+    assert win.histogram.select_line.value() == pytest.approx(dead_code + 0.5)
+    assert win.map.highlight.isVisible()
+    # and selecting a dead code elsewhere selects its row
+    other = int(np.flatnonzero(snap_counts == 0)[-1])
+    sel.set_code(0, other)
+    assert win.dead_codes.selected_code() == other
+
+    # hover describes the point under the cursor
+    win.map._hovered((win.map.plot.getViewBox().mapViewToScene(QPointF(*win.map.view_position(0, live))),))
+    assert f"code {live}" in win.map.hover_label.text() and "count" in win.map.hover_label.text()
+
+
+def test_cancel_a_running_audit_keeps_partial_results(window, qtbot, demo, monkeypatch):
+    from rvq_viewer.gui import jobs, settings
+    original = jobs.iter_audit
+
+    def slow(*args, **kwargs):
+        for progress in original(*args, **kwargs):
+            time.sleep(0.03)
+            yield progress
+
+    monkeypatch.setattr(jobs, "iter_audit", slow)
+    settings.set("chunk_frames", 256)
+    window.open(demo["healthy"], demo["features"])
+    qtbot.waitUntil(lambda: "frames/s" in window.rate_label.text() and window.audit_slot.busy, timeout=20_000)
+    assert window.cancel_button.isVisible() and window.progress.isVisible()
+    with qtbot.waitSignal(window.audit_done, timeout=5000) as blocker:
+        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+    snap = blocker.args[0]
+    assert snap.cancelled and not snap.complete and 0 < snap.frames_done < snap.frames_total
+    assert not window.audit_slot.busy and not window.cancel_button.isVisible()
+    assert "cancelled" in window.overview.info.text()
+    assert "partial" in window.histogram.header.text()
+    # the pool drains: the worker really stopped
+    qtbot.waitUntil(lambda: window.audit_slot.busy is False, timeout=2000)
+    # and the audit can run again to the end
+    monkeypatch.setattr(jobs, "iter_audit", original)
+    window.act_rerun.trigger()
+    qtbot.waitUntil(lambda: window.views_ready(), timeout=20_000)
+
+
+def test_broken_files_show_a_message_and_the_window_still_works(window, qtbot, demo, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"this is not a checkpoint")
+    window.open(broken, demo["features"])
+    qtbot.waitUntil(lambda: window.banner.isVisible(), timeout=10_000)
+    assert "broken.pt" in window.banner.text() and window.session is None
+    qtbot.waitUntil(lambda: not window.load_slot.busy, timeout=5000)   # `finished` follows `errored`
+
+    # a feature file that fails mid-audit (NaN frames): the worker's error becomes a message
+    bad = np.load(demo["features"][0])[:3000].copy()
+    bad[2500] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    window.open(demo["healthy"], [tmp_path / "nan.npy"])
+    qtbot.waitUntil(lambda: window.banner.isVisible() and "NaN" in window.banner.text(), timeout=20_000)
+    assert "nan.npy" in window.banner.text()
+    qtbot.waitUntil(lambda: not window.audit_slot.busy, timeout=5000)
+
+    # still usable: open the demo, switch layers
+    window.open(demo["healthy"], demo["features"])
+    wait_views(qtbot, window)
+    assert not window.banner.isVisible()
+    window.act_next.trigger()
+    assert window.selection.layer == 1
+
+
+def test_new_request_replaces_the_running_one(window, qtbot, demo):
+    window.open(demo["healthy"], demo["features"])
+    window.open(demo["collapsed"], demo["features"])          # replaces the load in flight
+    wait_views(qtbot, window)
+    assert window.session.name == "collapsed.pt"
+    assert window.snapshot.result.layers[0].used < 200          # the collapsed quantizer's numbers
+
+
+def test_umap_replaces_pca_and_a_layer_switch_cancels_it(qtbot, demo):
+    from rvq_viewer.gui.main_window import MainWindow
+    fake = FakeUmapService(delay=0.3, first_delay=60.0)   # layer 0's UMAP only ends by being cancelled
+    win = MainWindow(umap_service=fake)
+    qtbot.addWidget(win)
+    win.show()
+    win.open(demo["healthy"], demo["features"])
+    qtbot.waitUntil(lambda: win.views_ready() and win.map.method == "pca", timeout=20_000)
+    assert "UMAP computing" in win.map.status.text()
+    win.act_next.trigger()                                      # cancels layer 0's UMAP
+    qtbot.waitUntil(lambda: win.views_ready(wait_umap=True), timeout=20_000)
+    assert fake.cancelled >= 1
+    assert win.map.method == "umap" and int(win.map.geometry.layers[0]) == 1
+    assert "UMAP of 512 codes of layer 1" in win.map.status.text()
+    win.act_prev.trigger()                                      # layer 0 again: PCA at once, UMAP again
+    assert win.map.geometry is not None and int(win.map.geometry.layers[0]) == 0
+    qtbot.waitUntil(lambda: win.map.method == "umap", timeout=20_000)
+    win.close()
+    assert fake.closed
+
+
+def test_device_selector(loaded, qtbot):
+    win = loaded
+    devices = [win.device_box.itemData(i) for i in range(win.device_box.count())]
+    assert devices[:2] == ["auto", "cpu"]
+    with qtbot.waitSignal(win.audit_done, timeout=20_000) as blocker:
+        win.set_device("cpu")
+    assert blocker.args[0].device == "cpu" and blocker.args[0].complete

@@ -1,0 +1,93 @@
+"""Hostile files through the desktop app's entry points: File ▸ Open (`MainWindow.open`) and drag and
+drop (`MainWindow.dropEvent`). Nothing from a file runs, the user sees a refusal, and the window stays
+usable (it opens the demo and moves between layers afterwards)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("rvq_viewer.gui.main_window")
+
+from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+
+# The GUI suite's set-up: offscreen app, temporary settings, no thread or process left behind.
+from gui.conftest import (_app_setup, _dangling_processes, _dangling_python_threads,  # noqa: E402,F401
+                          _dangling_qthread_pool, _dangling_qthreads, _temp_settings, demo, wait_views, window)
+from test_hostile import evil_files  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _search_pool_started():
+    """Start any long-lived worker threads of the nearest-code search before the per-test thread check
+    takes its snapshot: they belong to the process, not to a test."""
+    import torch
+    from rvq_viewer.core.search import nearest_codes
+    codebook = torch.randn(1024, 64)
+    nearest_codes(torch.randn(50_000, 64), codebook)
+
+
+def drop(window, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+
+
+def wait_message(qtbot, window, *needles, timeout=15_000):
+    qtbot.waitUntil(lambda: window.banner.isVisible() and all(n in window.banner.text() for n in needles),
+                    timeout=timeout)
+    qtbot.waitUntil(lambda: not window.load_slot.busy, timeout=timeout)
+
+
+def still_usable(window, qtbot, demo):
+    window.open(demo["healthy"], demo["features"])
+    wait_views(qtbot, window)
+    assert not window.banner.isVisible()
+    window.act_next.trigger()
+    assert window.selection.layer == 1
+
+
+def test_open_refuses_code_running_checkpoints(window, qtbot, demo, tmp_path):
+    marker = tmp_path / "PWNED"
+    files = evil_files(tmp_path, marker)
+    for name in ("zip.pt", "legacy.pth", "sovits03.pth", "objects.npy"):
+        window.open(files[name], demo["features"])
+        wait_message(qtbot, window, "refused", files[name].name)
+        assert window.session is None, name
+        assert not marker.exists(), f"{name} ran code"
+    still_usable(window, qtbot, demo)
+
+
+def test_drag_and_drop_refuses_code_running_files(window, qtbot, demo, tmp_path):
+    marker = tmp_path / "PWNED"
+    files = evil_files(tmp_path, marker)
+    drop(window, [files["raw.ckpt"], files["legacy.pth"]])          # nothing loaded yet: a refusal
+    wait_message(qtbot, window, "refused")
+    assert window.session is None and not marker.exists()
+    still_usable(window, qtbot, demo)
+    drop(window, [files["zip.pt"]])                                # as features for the open checkpoint
+    wait_message(qtbot, window, "refused", "zip.pt")
+    assert not marker.exists()
+    window.act_next.trigger()                                      # the window answers
+    assert window.selection.layer in (0, 1, 2)
+
+
+def test_broken_files_through_the_window(window, qtbot, demo, tmp_path):
+    (tmp_path / "empty.pt").write_bytes(b"")
+    window.open(tmp_path / "empty.pt", demo["features"])
+    wait_message(qtbot, window, "empty.pt", "empty")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(demo["healthy"].read_bytes()[:300])
+    window.open(truncated, demo["features"])
+    wait_message(qtbot, window, "cut.pt")
+    window.open(tmp_path, demo["features"])                        # a folder given as the checkpoint
+    wait_message(qtbot, window, "folder")
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.zeros((20, 3), np.float32))
+    window.open(demo["healthy"], [wide])
+    wait_message(qtbot, window, "wide.npy")
+    still_usable(window, qtbot, demo)
