@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -223,15 +224,23 @@ def test_missing_file_and_broken_symlink(tmp_path):
         load_quantizer(tmp_path / "dangling.pt")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; the next test simulates it")
-def test_unreadable_checkpoint_real_permissions(good):
+def test_unreadable_checkpoint_real_permissions(good, tmp_path):
+    """A real mode-000 file. Root reads any file, so as root the loader runs without the capabilities
+    that let it (util-linux's setpriv drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH)."""
     checkpoint, _ = good
-    checkpoint.chmod(0)
-    try:
-        with pytest.raises(LoadError, match="permission denied"):
-            load_quantizer(checkpoint)
-    finally:
-        checkpoint.chmod(0o644)
+    locked = tmp_path / "locked.pt"
+    shutil.copy(checkpoint, locked)
+    locked.chmod(0)
+    code = ("import sys; from rvq_viewer import load_quantizer\n"
+            "try: load_quantizer(sys.argv[1])\n"
+            "except Exception as e: print(type(e).__name__, e)")
+    command = [sys.executable, "-c", code, str(locked)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "util-linux's setpriv is needed to test permissions as root"
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == f"LoadError {locked}: permission denied", out.stderr
 
 
 def test_unreadable_files_simulated(good, monkeypatch, tmp_path):
