@@ -106,35 +106,46 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_audit(args) -> int:
+def audit_with_progress(quantizer, paths, args, device, label: str = "", pairs: bool = False):
+    """(FeatureSource, AuditResult) for the features on the command line, with a progress bar on
+    stderr unless --quiet."""
     from tqdm import tqdm
 
-    from .audit import resolve_device, run_audit, with_threshold
+    from .audit import run_audit
     from .io import FeatureSource
 
-    quantizer = load_from_args(args)
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise RvqViewerError(f"--device {args.device}: {exc}") from None
-    source = FeatureSource(args.features, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
+    source = FeatureSource(paths, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
                            frame_stride=quantizer.frame_stride, key=args.key,
                            pack=quantizer.frame_stride == 1)  # join short files into full chunks
     bar = None if args.quiet else tqdm(total=source.total_frames(), unit="frames", unit_scale=True,
-                                       file=sys.stderr, desc=f"audit on {device}")
-    last = 0
+                                       file=sys.stderr, desc=" ".join(filter(None, ["audit", label, f"on {device}"])))
 
     def progress(snapshot):
-        nonlocal last
-        bar.update(snapshot.frames_done - last)
-        last = snapshot.frames_done
+        bar.update(snapshot.frames_done - bar.n)
 
     try:
         result = run_audit(quantizer, source, device, ema_threshold=args.ema_threshold,
-                           progress=progress if bar else None, pairs=True)
+                           progress=progress if bar else None, pairs=pairs)
     finally:
         if bar:
             bar.close()
+    return source, result
+
+
+def resolve_device_arg(args):
+    from .audit import resolve_device
+    try:
+        return resolve_device(args.device)
+    except (ValueError, RuntimeError) as exc:
+        raise RvqViewerError(f"--device {args.device}: {exc}") from None
+
+
+def cmd_audit(args) -> int:
+    from .audit import with_threshold
+
+    quantizer = load_from_args(args)
+    device = resolve_device_arg(args)
+    source, result = audit_with_progress(quantizer, args.features, args, device, pairs=True)
     from .diagnosis import diagnose, exit_code_for, format_verdicts, write_json
     verdicts = diagnose(result, with_threshold(quantizer, args.ema_threshold))
     if args.json_out:

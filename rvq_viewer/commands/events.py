@@ -16,12 +16,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..audit import resolve_device
+    from ..cli import resolve_device_arg
     from ..io import atomic_write_text
     from ..series import find_events, open_series
 
     series = open_series([args.checkpoints])
-    device = resolve_device(args.device)
+    device = resolve_device_arg(args)
 
     def progress(done, total):
         print(f"\r{done}/{total} checkpoints", end="", file=sys.stderr, flush=True)

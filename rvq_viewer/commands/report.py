@@ -47,29 +47,11 @@ def register(subparsers) -> None:
 
 def _audit(quantizer, paths, args, device, label: str):
     """Audit plus (unless --no-pairs) the pair pass, with a progress bar per pass on stderr."""
-    from tqdm import tqdm
-
-    from ..audit import run_audit, with_threshold
+    from ..audit import with_threshold
+    from ..cli import audit_with_progress
     from ..diagnosis import gather_pairs
-    from ..io import FeatureSource
 
-    source = FeatureSource(paths, quantizer.dim, layout=args.layout, chunk_frames=args.batch,
-                           frame_stride=quantizer.frame_stride, key=args.key)
-    bar = None if args.quiet else tqdm(total=source.total_frames(), unit="frames", unit_scale=True,
-                                       file=sys.stderr, desc=f"audit {label} on {device}")
-    last = 0
-
-    def progress(snapshot):
-        nonlocal last
-        bar.update(snapshot.frames_done - last)
-        last = snapshot.frames_done
-
-    try:
-        result = run_audit(quantizer, source, device, ema_threshold=args.ema_threshold,
-                           progress=progress if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    source, result = audit_with_progress(quantizer, paths, args, device, label)
     pairs = None
     if not args.no_pairs:
         if not args.quiet:
@@ -79,10 +61,9 @@ def _audit(quantizer, paths, args, device, label: str):
 
 
 def run(args) -> int:
-    from ..audit import resolve_device
+    from ..cli import load_from_args, resolve_device_arg
     from ..compare import compare
     from ..diagnosis import diagnose, exit_code_for, format_verdicts, write_json
-    from ..cli import load_from_args
     from ..report import write_html
 
     def load(path):
@@ -90,10 +71,7 @@ def run(args) -> int:
 
     if not args.html.lower().endswith((".html", ".htm")):
         raise RvqViewerError(f"--html {args.html}: the report is HTML; give a file name ending in .html")
-    try:
-        device = resolve_device(args.device)
-    except (ValueError, RuntimeError) as exc:
-        raise RvqViewerError(f"--device {args.device}: {exc}") from None
+    device = resolve_device_arg(args)
 
     quantizer = load(args.checkpoint)
     quantizer, result, pairs = _audit(quantizer, args.features, args, device, "A" if args.compare or args.features_b else "")

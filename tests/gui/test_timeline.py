@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF, Qt
 
 from rvq_viewer.gui.series_jobs import series_job
 from rvq_viewer.gui.views import timeline
+from rvq_viewer.gui.views.common import find_menu
 from rvq_viewer.series import find_events, open_series
 from rvq_viewer.training import EVENT_KINDS, EventTable
 
@@ -156,7 +157,7 @@ def test_died_at_reaches_the_dead_code_view_when_it_has_the_hook(events, qtbot, 
 
 def test_file_menu_and_bad_folder(events, qtbot, tmp_path):
     win, view = events
-    file_menu = timeline._find_menu(win, "File")
+    file_menu, _ = find_menu(win, "File")
     texts = [a.text() for a in file_menu.actions()]
     assert "Open checkpoint &series…" in texts
     assert texts.index("Open checkpoint &series…") == texts.index("Open feature f&older…") + 1

@@ -74,3 +74,12 @@ def export_scene_png(item, path: str | Path, width: int = 1600) -> None:
 
 def configure_pyqtgraph() -> None:
     pg.setConfigOptions(background="w", foreground="#222222", antialias=True, useOpenGL=False)
+
+
+def find_menu(window, title: str):
+    """(menu, its action in the menu bar) of the window's menu titled `title`, or (None, None)."""
+    for action in window.menuBar().actions():
+        menu = action.menu()
+        if menu is not None and action.text().replace("&", "").lower() == title.lower():
+            return menu, action
+    return None, None

@@ -32,7 +32,7 @@ from ...errors import RvqViewerError
 from ...training import EVENT_KINDS, PcaProjection, died_at_mapping
 from ..series_jobs import SeriesProgress, SeriesResult, series_job
 from ..workers import JobSlot
-from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label
+from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, find_menu, header_label
 
 KIND_COLORS = {"died": DEAD_COLOR, "revived": "#009E73", "replaced": "#0072B2"}
 KIND_SYMBOLS = {"died": "t", "revived": "t1", "replaced": "o"}      # t: triangle down, t1: up
@@ -822,14 +822,6 @@ class EventsView(QWidget):
 # install
 # ======================================================================================================
 
-def _find_menu(window, title: str):
-    for action in window.menuBar().actions():
-        menu = action.menu()
-        if menu is not None and action.text().replace("&", "").lower() == title.lower():
-            return menu
-    return None
-
-
 def install(window) -> EventsView:
     """Add the Events dock and File ▸ Open checkpoint series… to a MainWindow; returns the view.
 
@@ -864,7 +856,7 @@ def install(window) -> EventsView:
     action = QAction("Open checkpoint &series…", window)
     action.setStatusTip("a folder of checkpoints saved during one training run: dead-code events over steps")
     action.triggered.connect(lambda checked=False: (dock.show(), dock.raise_(), view.ask_open_folder()))
-    file_menu = _find_menu(window, "File")
+    file_menu, _ = find_menu(window, "File")
     if file_menu is not None:
         actions = file_menu.actions()
         after = next((i for i, a in enumerate(actions) if "older" in a.text()), None)
@@ -875,7 +867,7 @@ def install(window) -> EventsView:
             file_menu.addAction(action)
     window.addAction(action)
     window.act_open_series = action
-    view_menu = _find_menu(window, "View")
+    view_menu, _ = find_menu(window, "View")
     if view_menu is not None:
         view_menu.addAction(dock.toggleViewAction())
 

@@ -34,7 +34,7 @@ from ...training import (MAX_TRAIN_FRAMES, RunHistory, StepBatch, TrainControl, 
                          frames_key, loaded_codebooks, loaded_codebooks_reason, settings_diff, threshold_meaning,
                          train_stream)
 from ..workers import JobSlot
-from .common import DEAD_COLOR, LAYER_COLORS, export_scene_png, header_label, layer_color
+from .common import DEAD_COLOR, LAYER_COLORS, export_scene_png, find_menu, header_label, layer_color
 
 REDRAW_MS = 100
 KEEP_TRAINERS = 3          # runs whose trained codebooks stay in memory for Save… (all keep their curves)
@@ -819,14 +819,6 @@ class TrainerPanel(QWidget):
 # install
 # ======================================================================================================
 
-def _find_menu(window, title: str):
-    for action in window.menuBar().actions():
-        menu = action.menu()
-        if menu is not None and action.text().replace("&", "").lower() == title.lower():
-            return menu, action
-    return None, None
-
-
 def install(window) -> TrainerPanel:
     """Add the Trainer dock and a Train menu to a MainWindow; returns the panel.
 
@@ -861,7 +853,7 @@ def install(window) -> TrainerPanel:
         if not dock.isFloating() and dock.height() < 440:
             window.resizeDocks([dock], [460], Qt.Orientation.Vertical)
 
-    _, help_action = _find_menu(window, "Help")
+    _, help_action = find_menu(window, "Help")
     train = QMenu("&Train", window)
     if help_action is not None:
         window.menuBar().insertMenu(help_action, train)
@@ -894,7 +886,7 @@ def install(window) -> TrainerPanel:
         actions["Save run…"].setEnabled(panel.save_button.isEnabled())
 
     train.aboutToShow.connect(sync_actions)
-    view_menu, _ = _find_menu(window, "View")
+    view_menu, _ = find_menu(window, "View")
     if view_menu is not None:
         view_menu.addAction(dock.toggleViewAction())
     return panel
