@@ -39,6 +39,17 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vq-strides", type=_strides, help="SNAC level strides, e.g. 4,2,1 (default: config.json)")
 
 
+def add_audit_options(parser: argparse.ArgumentParser) -> None:
+    """How features are read and encoded: shared by `audit` and `report`."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--batch", type=int, default=16384, help="frames per chunk (default: 16384)")
+    parser.add_argument("--layout", choices=["TD", "DT", "BDT", "BTD"],
+                        help="axis order of the feature arrays when their shape is ambiguous")
+    parser.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
+    parser.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _strides(text: str) -> list[int]:
     try:
         strides = [int(s) for s in text.split(",")]
@@ -72,13 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_options(audit)
     audit.add_argument("features", nargs="+", help="feature files or folders (.npy, .pt, .npz, .safetensors)")
     audit.add_argument("--json", dest="json_out", metavar="OUT", help="write the JSON report to OUT")
-    audit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    audit.add_argument("--batch", type=int, default=16384, help="frames per chunk (default: 16384)")
-    audit.add_argument("--layout", choices=["TD", "DT", "BDT", "BTD"],
-                       help="axis order of the feature arrays when their shape is ambiguous")
-    audit.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
-    audit.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's, 2)")
-    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_audit_options(audit)
     audit.add_argument("--fail-on", choices=("collapse", "warning", "never"), default="never",
                        help=f"exit with status {EXIT_VERDICT} when a verdict of this severity holds "
                             "(for training pipelines)")

@@ -16,7 +16,7 @@ NAME = "report"
 
 
 def register(subparsers) -> None:
-    from ..cli import add_load_options
+    from ..cli import add_audit_options, add_load_options
     from ..diagnosis import FAIL_ON
 
     parser = subparsers.add_parser(
@@ -31,18 +31,12 @@ def register(subparsers) -> None:
     parser.add_argument("--features-b", nargs="+", metavar="FEATURES",
                         help="features for the second audit (default: the same features)")
     parser.add_argument("--title", help="title of the report (default: the checkpoint's file name)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--batch", type=int, default=16384, help="frames per chunk (default: 16384)")
-    parser.add_argument("--layout", choices=["TD", "DT", "BDT", "BTD"],
-                        help="axis order of the feature arrays when their shape is ambiguous")
-    parser.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
-    parser.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's)")
+    add_audit_options(parser)
     parser.add_argument("--no-pairs", action="store_true",
                         help="skip the second pass that measures redundancy between layers and the rank of "
                              "each layer's input (faster; those rules are then left out)")
     parser.add_argument("--fail-on", choices=FAIL_ON, default="never",
                         help="exit with status 3 when a verdict of this severity holds (default: never)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _audit(quantizer, paths, args, device, label: str):

@@ -83,3 +83,20 @@ def find_menu(window, title: str):
         if menu is not None and action.text().replace("&", "").lower() == title.lower():
             return menu, action
     return None, None
+
+
+def add_bottom_dock(window, widget, title: str, name: str):
+    """Dock `widget` as a tab beside the window's Overview, where the user left it last time if the
+    saved window state knows it; returns the dock."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QDockWidget
+
+    dock = QDockWidget(title, window)
+    dock.setObjectName(f"dock-{name}")
+    dock.setWidget(widget)
+    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    anchor = getattr(window, "docks", {}).get("overview")
+    if anchor is not None:
+        window.tabifyDockWidget(anchor, dock)
+    window.restoreDockWidget(dock)
+    return dock

@@ -25,14 +25,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ...errors import RvqViewerError
 from ...training import EVENT_KINDS, PcaProjection, died_at_mapping
 from ..series_jobs import SeriesProgress, SeriesResult, series_job
 from ..workers import JobSlot
-from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, find_menu, header_label
+from .common import DEAD_COLOR, SELECT_COLOR, add_bottom_dock, export_scene_png, find_menu, header_label
 
 KIND_COLORS = {"died": DEAD_COLOR, "revived": "#009E73", "replaced": "#0072B2"}
 KIND_SYMBOLS = {"died": "t", "revived": "t1", "replaced": "o"}      # t: triangle down, t1: up
@@ -835,14 +835,7 @@ def install(window) -> EventsView:
         return window.events_view
     view = EventsView(window.selection, window)
     window.events_view = view
-    dock = QDockWidget("Events (checkpoint series)", window)
-    dock.setObjectName("dock-events")
-    dock.setWidget(view)
-    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-    anchor = getattr(window, "docks", {}).get("overview")
-    if anchor is not None:
-        window.tabifyDockWidget(anchor, dock)
-    window.restoreDockWidget(dock)          # where the user left it last time, if the saved state knows it
+    dock = add_bottom_dock(window, view, "Events (checkpoint series)", "events")
     docks = getattr(window, "docks", None)
     if isinstance(docks, dict):
         docks["events"] = dock              # "Reset layout" shows it again

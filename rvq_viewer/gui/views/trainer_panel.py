@@ -23,7 +23,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QAction, QDoubleValidator
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu, QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
                                QVBoxLayout, QWidget)
@@ -34,7 +34,8 @@ from ...training import (MAX_TRAIN_FRAMES, RunHistory, StepBatch, TrainControl, 
                          frames_key, loaded_codebooks, loaded_codebooks_reason, settings_diff, threshold_meaning,
                          train_stream)
 from ..workers import JobSlot
-from .common import DEAD_COLOR, LAYER_COLORS, export_scene_png, find_menu, header_label, layer_color
+from .common import (DEAD_COLOR, LAYER_COLORS, add_bottom_dock, export_scene_png, find_menu, header_label,
+                     layer_color)
 
 REDRAW_MS = 100
 KEEP_TRAINERS = 3          # runs whose trained codebooks stay in memory for Save… (all keep their curves)
@@ -829,14 +830,7 @@ def install(window) -> TrainerPanel:
         return window.trainer_panel
     panel = TrainerPanel(window.selection, window)
     window.trainer_panel = panel
-    dock = QDockWidget("Trainer (what-if)", window)
-    dock.setObjectName("dock-trainer")
-    dock.setWidget(panel)
-    window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-    anchor = getattr(window, "docks", {}).get("overview")
-    if anchor is not None:
-        window.tabifyDockWidget(anchor, dock)
-    window.restoreDockWidget(dock)
+    dock = add_bottom_dock(window, panel, "Trainer (what-if)", "trainer")
     docks = getattr(window, "docks", None)
     if isinstance(docks, dict):
         docks["trainer"] = dock              # "Reset layout" shows it again
