@@ -3,7 +3,8 @@
 A 10 ms QTimer heartbeat on the GUI thread records the gap between its ticks from the moment the
 window is shown until the UMAP map is shown (or --timeout); any gap well above 10 ms is time the
 event loop could not run (a frozen window). Target: no gap above 50 ms. Gaps are reported per phase:
-first-paint (the window's first paint, before any data), load+audit, umap (after the audit, while
+first-paint (from show() until the window is exposed and painted once, before any data: launch
+cost, reported apart), load+audit, umap (after the audit, while
 the UMAP child runs). The machine's load average is printed too: on a shared 2-core box other
 processes' CPU use shows up as gaps.
 
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     features = features * max(1, args.repeat)
 
     gaps: list[tuple[float, float, str]] = []   # (time since start, gap ms, phase)
+    marks: dict[str, float] = {}
     phase = {"name": "startup", "start": None}
     clock = QElapsedTimer()
     clock.start()
@@ -103,13 +105,20 @@ def main(argv=None) -> int:
         gaps.append((time.perf_counter() - T_START, (now - last["t"]) / 1e6, phase["name"]))
         last["t"] = now
         if phase["name"] == "first-paint" and phase.get("start"):
-            phase["start"]()          # the first tick after the window painted: open the files now
+            # Offscreen as on a desktop, a window is painted when it is exposed, which can come a few
+            # ticks after show(): open the files on the second tick after that (the first paint done).
+            handle = window.windowHandle()
+            if handle is not None and handle.isExposed():
+                phase["exposed_ticks"] = phase.get("exposed_ticks", 0) + 1
+                if phase["exposed_ticks"] == 1:
+                    marks["first_paint"] = time.perf_counter() - T_START
+                if phase["exposed_ticks"] >= 2:
+                    phase["start"]()
 
     heart = QTimer()
     heart.setTimerType(Qt.TimerType.PreciseTimer)
     heart.setInterval(10)
     heart.timeout.connect(beat)
-    heart.start()
 
     service = None if args.no_umap else UmapService(cache)
     window = MainWindow(umap_service=service)
@@ -118,6 +127,8 @@ def main(argv=None) -> int:
     window.show()
     t_shown = time.perf_counter() - T_START
     phase["name"] = "first-paint"        # the window's first paint (fonts, style, empty plots)
+    last["t"] = clock.nsecsElapsed()     # the heartbeat counts from show(): building the window comes before
+    heart.start()
 
     def first_painted():
         phase["name"] = "load+audit"
@@ -127,7 +138,6 @@ def main(argv=None) -> int:
         window.open(checkpoint, features)
 
     phase["start"] = first_painted
-    marks: dict[str, float] = {}
     loop = QEventLoop()
     deadline = time.perf_counter() + args.timeout
 
@@ -163,6 +173,7 @@ def main(argv=None) -> int:
         "K": window.session.quantizer.codebook_sizes if window.session else None,
         "umap": service is not None, "cache": str(cache), "fresh_cache": args.fresh_cache,
         "imports_s": round(t_imports, 3), "window_shown_s": round(t_shown, 3),
+        "first_paint_ms": round(1000 * (marks["first_paint"] - t_shown), 1) if "first_paint" in marks else None,
         "audit_done_s": round(marks.get("audit_done", float("nan")), 3),
         "views_filled_s": round(marks.get("views_filled", float("nan")), 3),
         "umap_shown_s": round(marks.get("umap_shown", float("nan")), 3) if service is not None else None,
@@ -185,13 +196,14 @@ def main(argv=None) -> int:
     result["worst_gaps"] = [{"at_s": round(t, 3), "gap_ms": round(v, 1), "phase": p} for t, v, p in worst]
     during = sorted(g[1] for g in after_show if g[2] != "first-paint")
     result["max_gap_after_first_paint_ms"] = round(during[-1], 1) if during else None
+    over = sum(1 for v in during if v > args.budget_ms)
+    result["target_met"] = bool(during) and over == 0
     window.close()
     print(json.dumps(result, indent=1))
-    summary = result.get("stall_all", {})
-    print(f"views filled {result['views_filled_s']} s after launch, UMAP shown {result['umap_shown_s']} s; "
-          f"largest event-loop gap {summary.get('max_gap_ms')} ms, {result['max_gap_after_first_paint_ms']} ms "
-          f"after the first paint (budget {args.budget_ms:g} ms, {summary.get('gaps_over_budget')} over; "
-          f"load average {result['load_average']})", file=sys.stderr)
+    print(f"window painted {result['first_paint_ms']} ms after show(); views filled {result['views_filled_s']} s "
+          f"after launch, UMAP shown {result['umap_shown_s']} s; largest event-loop gap while loading, auditing "
+          f"and projecting: {result['max_gap_after_first_paint_ms']} ms, {over} over {args.budget_ms:g} ms: target "
+          f"{'met' if result['target_met'] else 'NOT met'} (load average {result['load_average']})", file=sys.stderr)
     return 0 if not result["timeout"] and not result["error"] else 1
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QElapsedTimer, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -39,9 +39,11 @@ from .views import CentroidMapView, DeadCodesView, HistogramView, OverviewView, 
 from .workers import JobSlot, cancel_and_wait
 
 REDRAW_MS = 100
-# Between two views' updates: a real timer, not 0 (a zero timer is a posted event that Qt handles in
-# the same pass, so the updates would still run back to back with no other timer in between).
-STAGGER_MS = 1
+# Between two views' updates. A view's update repaints its plot in a chain of posted events (scene
+# change, repaint, axis relabel, repaint) that Qt runs in one pass of the event loop; two views updated
+# 1 ms apart landed in the same pass, a 60-100 ms stall. 30 ms leaves each chain a pass of its own
+# (benchmarks/ui.py: the largest gap fell from 60-100 ms to 20-40 ms).
+STAGGER_MS = 30
 CHECKPOINT_FILTER = "Quantizer checkpoints (*.pt *.pth *.ckpt *.safetensors *.npy *.npz *.bin);;All files (*)"
 FEATURE_FILTER = "Feature files (*.npy *.pt *.pth *.npz *.safetensors);;All files (*)"
 
@@ -71,7 +73,7 @@ class MainWindow(QMainWindow):
         self.snapshot: Snapshot | None = None
         self.reference: tuple[str, Snapshot] | None = None
         self._pending: Snapshot | None = None
-        self._staggered: tuple[Snapshot, list] | None = None
+        self._stale: list = []      # views still to draw self.snapshot, next first
         self._closing = False
         self.load_slot = JobSlot("load", self)
         self.audit_slot = JobSlot("audit", self)
@@ -108,6 +110,11 @@ class MainWindow(QMainWindow):
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self._tick)
         self.timer.start()
+        self._stagger = QTimer(self)
+        self._stagger.setSingleShot(True)
+        self._stagger.timeout.connect(self._apply_next)
+        self._since_apply = QElapsedTimer()
+        self._since_apply.start()
         self.audit_slot.busy_changed.connect(self._audit_busy)
         self.load_slot.busy_changed.connect(lambda busy: self._update_actions())
         self._restore_settings()
@@ -190,6 +197,9 @@ class MainWindow(QMainWindow):
         self.progress.setFixedWidth(220)
         self.rate_label = QLabel("")
         self.rate_label.setObjectName("audit-rate")
+        # As wide as its longest text from the start: a status bar widget that widens relays out the window.
+        self.rate_label.setMinimumWidth(self.rate_label.fontMetrics().horizontalAdvance(
+            "99,999,999 / 99,999,999 frames · 9,999,999 frames/s") + 12)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("audit-cancel")
         self.cancel_button.setToolTip("Stop the audit and keep the partial results (Esc)")
@@ -310,7 +320,7 @@ class MainWindow(QMainWindow):
         self.session = session
         self.snapshot = None
         self._pending = None
-        self._staggered = None
+        self._stale.clear()
         self.selection.reset(session.n_q)
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
@@ -452,29 +462,31 @@ class MainWindow(QMainWindow):
             self._apply(snapshot)
 
     def _apply(self, snapshot: Snapshot) -> None:
-        """Hand the snapshot to the views one per event-loop turn (each takes a few ms to tens of ms;
-        all at once would be one long stall), then report it."""
+        """Show the progress now and hand the snapshot to the views one at a time, STAGGER_MS apart (each
+        update costs a few ms to tens of ms with its repaint; all at once would be one long stall).
+
+        The views take turns: one that has just drawn goes to the back of the queue, so while snapshots
+        come faster than a round every view still draws a recent one, each about every STAGGER_MS times
+        the number of views. The last snapshot reaches them all, and is then reported."""
         self.snapshot = snapshot
-        self._staggered = (snapshot, list(self.views))
-        self._apply_next()
-
-    def _apply_next(self) -> None:
-        if self._staggered is None:
-            return
-        snapshot, views = self._staggered
-        if snapshot is not self.snapshot:        # a newer one took over
-            return
-        views.pop(0).set_snapshot(snapshot)
-        if views:
-            QTimer.singleShot(STAGGER_MS, self._apply_next)
-            return
-        self._staggered = None
-        self._applied(snapshot)
-
-    def _applied(self, snapshot: Snapshot) -> None:
         self.progress.setValue(int(snapshot.fraction * 1000))
         self.rate_label.setText(f"{snapshot.frames_done:,} / {snapshot.frames_total or 0:,} frames · "
                                 f"{snapshot.frames_per_second:,.0f} frames/s")
+        self._stale.extend(view for view in self.views if view not in self._stale)
+        if not self._stagger.isActive():
+            self._stagger.start(max(0, STAGGER_MS - int(self._since_apply.elapsed())))
+
+    def _apply_next(self) -> None:
+        if not self._stale or self.snapshot is None:
+            return
+        self._stale.pop(0).set_snapshot(self.snapshot)
+        self._since_apply.restart()
+        if self._stale:
+            self._stagger.start(STAGGER_MS)
+        else:
+            self._applied(self.snapshot)
+
+    def _applied(self, snapshot: Snapshot) -> None:
         if snapshot.complete:
             self.statusBar().showMessage(f"Audit complete: {snapshot.frames_done:,} frames in "
                                          f"{snapshot.elapsed:.2f} s on {snapshot.device}.", 8000)
@@ -572,7 +584,7 @@ class MainWindow(QMainWindow):
         """Every view shows data for the newest complete audit (and UMAP, if asked to wait for it)."""
         if self.session is None or self.snapshot is None or not self.snapshot.complete:
             return False
-        if self.load_slot.busy or self._pending is not None or self._staggered is not None:
+        if self.load_slot.busy or self._pending is not None or self._stale:
             return False
         if not all(view.ready for view in self.views):
             return False

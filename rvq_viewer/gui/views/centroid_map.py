@@ -15,14 +15,15 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ...projection import ProjectionCancelled, ProjectionError, UmapParams
 from .. import jobs
 from ..model import Session, Snapshot
 from ..state import Selection
 from ..workers import JobSlot
-from .common import DEAD_COLOR, SELECT_COLOR, USAGE_COLORMAP, export_scene_png, layer_color
+from .common import (DEAD_COLOR, SELECT_COLOR, USAGE_COLORMAP, elastic_label, export_scene_png, layer_color,
+                     steady_axis)
 
 USAGE_LEVELS = 16
 UMAP_MAX_POINTS = 131_072      # beyond this the map stays PCA (a UMAP fit would take many minutes)
@@ -116,10 +117,10 @@ class CentroidMapView(QWidget):
                                  "when ready (cached on disk)")
         self.umap_box.setChecked(umap_service is not None)
         self.umap_box.setEnabled(umap_service is not None)
-        self.status = QLabel()
+        self.status = elastic_label()
         self.status.setObjectName("map-status")
         self.status.setStyleSheet("color:#555")
-        self.hover_label = QLabel(" ")
+        self.hover_label = elastic_label(" ")
         self.hover_label.setObjectName("map-hover")
 
         self.canvas = pg.GraphicsLayoutWidget()
@@ -133,6 +134,8 @@ class CentroidMapView(QWidget):
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.cmap, interactive=False, width=14,
                                         label="log10 uses", colorMapMenu=False, pen="#888888")
         self.canvas.addItem(self.colorbar, row=0, col=1)
+        steady_axis(self.plot.getAxis("left"), 40)      # map coordinates: short labels
+        steady_axis(self.colorbar.axis, 46)
         self._usage_brushes = [pg.mkBrush(c) for c in self.cmap.getLookupTable(nPts=USAGE_LEVELS, mode="qcolor")]
         self._items: list[UniformScatter] = []
         self.highlight = pg.ScatterPlotItem(size=16, pen=pg.mkPen(SELECT_COLOR, width=2.5), brush=None)
@@ -419,6 +422,7 @@ class CentroidMapView(QWidget):
     def _show_status(self) -> None:
         if self.session is None:
             self.status.setText("")
+            self.status.setToolTip("")
             return
         key = tuple(self._layers())
         geo = self.geometry
@@ -438,6 +442,7 @@ class CentroidMapView(QWidget):
                 text += " · UMAP computing in the background…" if ready else \
                     " · starting the UMAP process (first time: ~20 s)…"
         self.status.setText(html.escape(text))
+        self.status.setToolTip(text)
         self.status.setToolTip(text)
 
     # --- hit-testing --------------------------------------------------------------------------------------

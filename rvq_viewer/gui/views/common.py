@@ -8,7 +8,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QFrame, QLabel
+from PySide6.QtWidgets import QAbstractItemView, QFrame, QLabel, QSizePolicy
 
 from ...io import atomic_path
 
@@ -25,14 +25,46 @@ def layer_color(layer: int) -> QColor:
     return QColor(LAYER_COLORS[layer % len(LAYER_COLORS)])
 
 
-def header_label() -> QLabel:
+def header_label(lines: int = 1) -> QLabel:
+    """A rich-text header above a view, `lines` lines tall from the start.
+
+    Reserving the lines its text takes once data arrives keeps the plot below it from shrinking then: a
+    plot that changes size is repainted whole, and with every view's header growing in the same second
+    the whole window was relaid out and repainted again and again while the first audit streamed in."""
     label = QLabel()
     label.setTextFormat(Qt.TextFormat.RichText)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     label.setFrameShape(QFrame.Shape.NoFrame)
     label.setContentsMargins(4, 2, 4, 2)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+    reserve_lines(label, lines)
     return label
+
+
+def reserve_lines(label: QLabel, lines: int) -> None:
+    """Make `label` at least `lines` lines of its font tall (it may still grow past that)."""
+    margins = label.contentsMargins()
+    label.setMinimumHeight(lines * label.fontMetrics().lineSpacing() + margins.top() + margins.bottom() + 2)
+
+
+def elastic_label(text: str = "") -> QLabel:
+    """A one-line label whose text never widens its layout: long text is cut at the right edge (a label
+    that asks for its text's width pushes the window's docks around each time the text changes)."""
+    label = QLabel(text)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(40)
+    return label
+
+
+# Width of a plot's value axis (tick labels and title). Fixed: an axis sized to its labels changes width when
+# the numbers do, and that relays out and repaints the whole plot again on most updates while data streams.
+VALUE_AXIS_WIDTH = 56
+
+
+def steady_axis(axis, width: int = VALUE_AXIS_WIDTH) -> None:
+    """Fix a pyqtgraph AxisItem's width so new tick labels never resize its plot."""
+    axis.setWidth(width)
 
 
 def write_csv(path: str | Path, header: list[str], rows) -> None:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from ..model import Session, Snapshot
 from ..state import Selection
-from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label
+from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label, steady_axis
 
 BAR_COLOR = "#3B75AF"
 LOG_FLOOR = math.log10(0.5)   # where a zero count sits on a log axis (just below 1)
@@ -59,7 +59,7 @@ class HistogramView(QWidget):
         self.sorted_box = QCheckBox("Sorted: rank-frequency (Zipf)")
         self.sorted_box.setObjectName("histogram-sorted")
         self.sorted_box.setToolTip("codes ordered by use; with log scale both axes are logarithmic")
-        self.header = header_label()
+        self.header = header_label(lines=2)     # the layer's figures, then the selected code's
         self.header.setObjectName("histogram-header")
         self.plot = pg.PlotWidget()
         self.plot.setObjectName("histogram-plot")
@@ -68,6 +68,7 @@ class HistogramView(QWidget):
         item.showGrid(x=False, y=True, alpha=0.25)
         item.setLabel("left", "uses")
         item.setLabel("bottom", "code")
+        steady_axis(item.getAxis("left"))
         item.getViewBox().setMouseEnabled(x=True, y=False)
         item.disableAutoRange()
         step = {"stepMode": "center", "fillLevel": 0, "skipFiniteCheck": True, "antialias": False}

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ..model import Session, Snapshot
 from ..state import Selection
-from .common import SELECT_COLOR, export_scene_png, header_label
+from .common import SELECT_COLOR, export_scene_png, header_label, steady_axis
 
 LINE = "#3B75AF"
 REFERENCE = "#9E9E9E"
@@ -56,7 +56,7 @@ class ResidualsView(QWidget):
         self.snapshot: Snapshot | None = None
         self.reference: tuple[str, Snapshot] | None = None
         self._drawn = False
-        self.header = header_label()
+        self.header = header_label(lines=3)
         self.header.setObjectName("residuals-header")
         self.header.setToolTip("SNR = 10·log10(‖x‖² / ‖r‖²) with the first k stages; err = ‖r‖² / ‖x‖² "
                                "(relative error). Where the gains shrink, more stages stop helping.")
@@ -74,6 +74,8 @@ class ResidualsView(QWidget):
         self.norm_plot.setLabel("left", "‖residual‖")
         self.snr_plot.setLabel("left", "SNR", units="dB")
         self.snr_plot.setLabel("bottom", "stages used (0 = input)")
+        for plot in (self.norm_plot, self.snr_plot):
+            steady_axis(plot.getAxis("left"))
         self.legend = self.norm_plot.addLegend(offset=(-10, 10), labelTextColor="#222222")
         self.band_lo = pg.PlotCurveItem(pen=None)
         self.band_hi = pg.PlotCurveItem(pen=None)
