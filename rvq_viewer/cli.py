@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import RvqViewerError
+from .locations import demo_dir
 
 EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
@@ -21,7 +22,7 @@ COMMANDS = ("info", "audit") + PLUGIN_COMMANDS
 
 def demo_paths() -> tuple[Path, list[Path]]:
     """The bundled demo: the healthy quantizer and its held-out features."""
-    root = Path(__file__).resolve().parent.parent / "assets" / "demo"
+    root = demo_dir()
     return root / "healthy.pt", [root / "heldout.npy"]
 
 

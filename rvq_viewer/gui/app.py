@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..locations import resources_dir
+
 VIEWS = ("overview", "histogram", "centroid_map", "residuals", "dead_codes")
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +75,10 @@ def create_application(argv: list[str] | None = None):
     configure_pyqtgraph()
     if app.style().objectName().lower() != "fusion":
         app.setStyle("Fusion")
-    icon = RESOURCES / "rvq-viewer.svg"
+    icon = resources_dir() / "rvq-viewer.svg"
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
-    qss = RESOURCES / "style.qss"
+    qss = resources_dir() / "style.qss"
     if qss.is_file():
         app.setStyleSheet(qss.read_text(encoding="utf-8"))
     return app
