@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -151,13 +152,13 @@ def _same_tables(qa: Quantizer, qb: Quantizer) -> bool:
     return all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(qa.codebooks, qb.codebooks))
 
 
-def match_codes(table_a, table_b, layer: int = 0) -> CodeMatch:
+def match_codes(table_a, table_b, layer: int = 0, should_stop: Callable[[], bool] | None = None) -> CodeMatch:
     """Nearest code of B for each code of A (and back), with A's spacing as the unit."""
     a = torch.as_tensor(np.asarray(table_a) if not isinstance(table_a, torch.Tensor) else table_a).float().cpu()
     b = torch.as_tensor(np.asarray(table_b) if not isinstance(table_b, torch.Tensor) else table_b).float().cpu()
-    index, distance = nearest_neighbours(a, b)
-    reverse_index, reverse_distance = nearest_neighbours(b, a)
-    _, own = nearest_neighbours(a)
+    index, distance = nearest_neighbours(a, b, should_stop=should_stop)
+    reverse_index, reverse_distance = nearest_neighbours(b, a, should_stop=should_stop)
+    _, own = nearest_neighbours(a, should_stop=should_stop)
     finite = own[np.isfinite(own)]
     scale = float(np.median(finite)) if finite.size else float("nan")
     same = None
@@ -197,8 +198,12 @@ def joint_projection(table_a, table_b, layer: int = 0, used_a: np.ndarray | None
 
 
 def compare(result_a: AuditResult, result_b: AuditResult, quantizer_a: Quantizer | None = None,
-            quantizer_b: Quantizer | None = None, label_a: str = "A", label_b: str = "B") -> Comparison:
-    """Side-by-side numbers of two audits (see the module docstring)."""
+            quantizer_b: Quantizer | None = None, label_a: str = "A", label_b: str = "B",
+            should_stop: Callable[[], bool] | None = None) -> Comparison:
+    """Side-by-side numbers of two audits (see the module docstring).
+
+    `should_stop` is asked between distance blocks of the code matching (seconds per layer at large K);
+    when it says so, CancelledError is raised."""
     notes = []
     n = min(len(result_a.layers), len(result_b.layers))
     if len(result_a.layers) != len(result_b.layers):
@@ -221,7 +226,7 @@ def compare(result_a: AuditResult, result_b: AuditResult, quantizer_a: Quantizer
                 notes.append(f"layer {i}: codebook dimensions differ ({ta.shape[1]} vs {tb.shape[1]}): "
                              f"no matching or joint projection")
             else:
-                match = match_codes(ta, tb, i)
+                match = match_codes(ta, tb, i, should_stop)
                 ca, cb = np.asarray(ra.counts), np.asarray(rb.counts)
                 used_a = np.flatnonzero(ca > 0) if ca.size == ta.shape[0] else None
                 used_b = np.flatnonzero(cb > 0) if cb.size == tb.shape[0] else None

@@ -134,3 +134,24 @@ def test_demo_healthy_against_collapsed():
         assert m.index.shape == (512,) and p.a.shape == (512, 2) and p.b.shape == (512, 2)
         assert p.fitted_on == "used codes"
     json.dumps(cmp.to_dict(), allow_nan=False)
+
+
+def test_compare_stops_between_distance_blocks_when_asked(tmp_path):
+    from rvq_viewer.errors import CancelledError
+    rng = np.random.default_rng(3)
+    books = [rng.normal(size=(2048, 16)) for _ in range(3)]
+    qa, qb = make_quantizer(*books), make_quantizer(*[b + 0.1 for b in books])
+    frames = rng.normal(size=(500, 16))
+    ra, rb = audit(qa, frames, tmp_path, "a.npy"), audit(qb, frames, tmp_path, "b.npy")
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2      # the third distance block of layer 0's matching
+    with pytest.raises(CancelledError):
+        compare(ra, rb, qa, qb, should_stop=should_stop)
+    assert len(asked) == 3
+    # Without a stop request the same call runs to the end, asking between every block.
+    asked.clear()
+    full = compare(ra, rb, qa, qb, should_stop=lambda: asked.append(1) and False)
+    assert len(full.matches) == 3 and len(asked) == 3 * 3 * (2048 // 256)

@@ -9,20 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Callable
+
 import numpy as np
 import torch
+
+from ..errors import CancelledError
 
 # Rows of the K x K distance matrix computed at once: a [256, 65536] float32 block is 64 MB.
 NN_BLOCK = 256
 
 
 def nearest_neighbours(table: torch.Tensor | np.ndarray, other: torch.Tensor | np.ndarray | None = None,
-                       block: int = NN_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                       block: int = NN_BLOCK, should_stop: Callable[[], bool] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `table`, the index of and Euclidean distance to its nearest row of `other`.
 
     With `other` None the nearest *other* row of `table` itself (a row is never its own neighbour).
     The search runs on float32 scores; the distance to the chosen row is then recomputed exactly from
     the difference, so exact duplicates give 0 and not the ~1e-3 left by ||a||² + ||b||² - 2ab.
+    `should_stop` is asked between blocks; when it says so, CancelledError is raised.
     """
     a = torch.as_tensor(np.asarray(table) if not isinstance(table, torch.Tensor) else table).float().cpu()
     self_search = other is None
@@ -33,6 +39,8 @@ def nearest_neighbours(table: torch.Tensor | np.ndarray, other: torch.Tensor | n
     b_sq = b.pow(2).sum(dim=1)
     index = torch.empty(a.shape[0], dtype=torch.long)
     for start in range(0, a.shape[0], block):
+        if should_stop is not None and should_stop():
+            raise CancelledError("cancelled")
         rows = a[start:start + block]
         scores = torch.addmm(b_sq.unsqueeze(0), rows, b.t(), beta=1.0, alpha=-2.0)
         if self_search:

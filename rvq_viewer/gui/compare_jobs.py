@@ -203,7 +203,7 @@ def compare_job(cancel: threading.Event, spec: CompareSpec, reuse_a: Side | None
     b.verdicts, b.diagnosis_error = diagnose_side(b)
     _check(cancel)
     yield CompareProgress("compare", 0.9, "matching codes and fitting the joint projection…")
-    comparison = compare(a.result, b.result, a.quantizer, b.quantizer, a.label, b.label)
+    comparison = compare(a.result, b.result, a.quantizer, b.quantizer, a.label, b.label, should_stop=cancel.is_set)
     _check(cancel)
     return CompareOutcome(spec, a, b, comparison, time.perf_counter() - t0)
 
