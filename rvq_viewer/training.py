@@ -467,15 +467,21 @@ def train_stream(cancel: threading.Event, control: TrainControl, settings: Train
     if init_codebooks is None and settings.kmeans_init:
         yield TrainStatus("initialising", text=f"k-means init ({settings.kmeans_iters} iterations on the "
                                                 f"first batch of {settings.batch_size:,} frames)…")
-    trainer = Trainer(frames.frames, settings, init_codebooks=init_codebooks)
-    control.trainer = trainer
+    trainer = Trainer(frames.frames, settings, init_codebooks=init_codebooks,
+                      should_stop=lambda: cancel.is_set() or control.stop.is_set())
     n_q = settings.n_q
     pending: list[StepStats] = []
     t0 = time.perf_counter()
     last = 0.0
     if init_codebooks is None and settings.kmeans_init and settings.steps > 0:
-        with control.lock:                        # k-means runs inside the first step
-            pending.append(trainer.step())
+        try:
+            with control.lock:                    # k-means runs inside the first step (seconds at large K)
+                pending.append(trainer.step())
+        except CancelledError:                    # Stop or teardown during k-means: nothing worth saving
+            if not cancel.is_set():
+                yield TrainStatus("stopped", 0, "stopped during the k-means initialisation: nothing to save")
+            return
+    control.trainer = trainer
     yield TrainStatus("running", trainer.step_count, frames.note, frames=frames)
 
     def flush() -> StepBatch:

@@ -197,6 +197,32 @@ def test_train_stream_reads_frames_and_finishes():
     assert sum(len(v) for v in out if isinstance(v, StepBatch)) == 3
 
 
+
+def test_stop_during_kmeans_init_ends_at_once_with_nothing_to_save():
+    # k-means is inside the first step and takes seconds at large K: Stop must not wait for it.
+    frames = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=2000)
+    settings = dataclasses.replace(TINY, kmeans_init=True, kmeans_iters=50, steps=5)
+    control = TrainControl()
+    stream = train_stream(threading.Event(), control, settings, frames=frames, interval=0.0)
+    assert next(stream).state == "initialising"
+    control.stop.set()
+    rest = list(stream)
+    assert [(v.state, v.step) for v in rest] == [("stopped", 0)]
+    assert control.trainer is None          # a half-initialised quantizer is not offered for saving
+
+
+def test_kmeans_asks_should_stop_before_every_step():
+    from rvq_viewer.core.kmeans import kmeans
+    from rvq_viewer.errors import CancelledError
+    asked = []
+    data = torch.randn(500, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(CancelledError):
+        kmeans(data, 8, iters=10, should_stop=lambda: asked.append(1) or len(asked) > 3)
+    assert len(asked) == 4
+    asked.clear()
+    kmeans(data, 8, iters=10, should_stop=lambda: asked.append(1) and False)
+    assert len(asked) == 10
+
 def test_cancel_ends_the_stream_quietly():
     cancel = threading.Event()
     stream = train_stream(cancel, TrainControl(), dataclasses.replace(TINY, steps=10 ** 6),

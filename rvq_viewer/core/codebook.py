@@ -60,6 +60,7 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed_avg", embed.clone())
         # Not in the state dict, so checkpoints keep exactly the peers' keys.
         self.layer_index = 0
+        self.should_stop = None   # asked between k-means steps (see kmeans); set by a trainer
         self.step = 0
         self.events: list[DeadCodeEvent] = []
         self.generator: torch.Generator | None = None
@@ -82,7 +83,7 @@ class EuclideanCodebook(nn.Module):
     def init_embed_(self, data: torch.Tensor) -> None:
         if self.inited.item():
             return
-        embed, cluster_size = kmeans(data, self.codebook_size, self.kmeans_iters, self.generator)
+        embed, cluster_size = kmeans(data, self.codebook_size, self.kmeans_iters, self.generator, self.should_stop)
         self.embed.copy_(embed)
         self.embed_avg.copy_(embed)
         self.cluster_size.copy_(cluster_size.to(self.cluster_size.dtype))

@@ -89,13 +89,15 @@ class Trainer:
     """
 
     def __init__(self, frames: torch.Tensor, settings: TrainSettings | None = None,
-                 init_codebooks: list[torch.Tensor] | None = None):
+                 init_codebooks: list[torch.Tensor] | None = None, should_stop: Callable[[], bool] | None = None):
         if frames.ndim != 2 or frames.shape[0] == 0:
             raise ValueError(f"frames must be [N, D] with N > 0, got {tuple(frames.shape)}")
         self.settings = settings or TrainSettings()
         self.frames = frames.detach().float().contiguous()
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self._rvq = self._build_rvq(self.frames.shape[1])
+        for cb in self.codebooks:
+            cb.should_stop = should_stop      # k-means init (in the first step) stops when asked
         if init_codebooks is not None:
             self._load_codebooks(init_codebooks)
         self._step = 0
