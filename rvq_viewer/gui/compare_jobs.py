@@ -32,7 +32,7 @@ def _check(cancel: threading.Event) -> None:
         raise CancelledError("cancelled")
 
 
-def _same_path(a: Path | str, b: Path | str) -> bool:
+def same_path(a: Path | str, b: Path | str) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
@@ -40,7 +40,7 @@ def _same_path(a: Path | str, b: Path | str) -> bool:
 
 
 def same_paths(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(_same_path(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(same_path(x, y) for x, y in zip(a, b))
 
 
 @dataclass
@@ -66,7 +66,7 @@ class CompareSpec:
 
     @property
     def same_checkpoint(self) -> bool:
-        return _same_path(self.checkpoint_a, self.checkpoint_b)
+        return same_path(self.checkpoint_a, self.checkpoint_b)
 
     @property
     def same_features(self) -> bool:
@@ -112,7 +112,7 @@ class Side:
     label: str = ""
 
     def matches(self, checkpoint, features) -> bool:
-        return _same_path(self.checkpoint, checkpoint) and same_paths(self.features, list(features))
+        return same_path(self.checkpoint, checkpoint) and same_paths(self.features, list(features))
 
 
 @dataclass

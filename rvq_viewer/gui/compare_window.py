@@ -10,7 +10,8 @@ checkpoint on two feature sets. Both audits, both diagnoses and `compare.compare
 - each code of A with its nearest code of B (distance, in units of A's code spacing, uses in A and B).
 Selecting a code (table row, point, histogram bar) rings it and its match in B everywhere.
 
-The window has its own `Selection` (layer, and a code of A): it outlives the main window's session.
+The window has its own `Selection` (layer, and a code of A): it outlives the main window's session. While
+A is the checkpoint open in the main window, a code selected in one window is selected in the other.
 """
 
 from __future__ import annotations
@@ -1271,12 +1272,31 @@ class Installed(QObject):
     def start_compare(self, spec: CompareSpec) -> CompareWindow:
         if self.compare_window is None:
             self.compare_window = CompareWindow(self.window, device=lambda: self.window.device)
+            self.compare_window.selection.code_changed.connect(self._compare_code_changed)
+            self.window.selection.code_changed.connect(self._window_code_changed)
         cw = self.compare_window
         cw.start(spec, self._reuse_side(spec))
         cw.show()
         cw.raise_()
         cw.activateWindow()
         return cw
+
+    # --- one selected code in both windows --------------------------------------------------------------------
+    def codes_linked(self) -> bool:
+        """The comparison's A is the checkpoint open in the main window: a code of A is a code there too."""
+        cw, session = self.compare_window, self.window.session
+        return (cw is not None and cw.outcome is not None and session is not None
+                and compare_jobs.same_path(cw.outcome.a.checkpoint, session.checkpoint))
+
+    def _compare_code_changed(self, layer: int, code: int) -> None:
+        # Selection emits only on a change, so the echo from the other window ends here.
+        if code >= 0 and self.codes_linked() and layer < self.window.selection.n_layers:
+            self.window.selection.set_code(layer, code)
+
+    def _window_code_changed(self, layer: int, code: int) -> None:
+        cw = self.compare_window
+        if code >= 0 and self.codes_linked() and layer < cw.selection.n_layers:
+            cw.selection.set_code(layer, code)
 
     # --- HTML report ----------------------------------------------------------------------------------------
     def ask_export_html(self) -> None:

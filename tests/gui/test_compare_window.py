@@ -170,6 +170,20 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     assert cw.selection.layer == 2 and model.rowCount() == 512 and "Layer 2" in cw.hist_label.text()
     assert table.selectionModel().isRowSelected(7)
 
+    # A is the checkpoint open in the main window: one selected code in both windows, either way.
+    assert installed.codes_linked()
+    view.selectRow(model.row_of(44))
+    assert (window.selection.layer, window.selection.code) == (2, 44)
+    window.selection.set_code(1, 40)
+    assert (cw.selection.layer, cw.selection.code) == (1, 40)
+    assert window.histogram.select_line.isVisible() and cw.ring_a.isVisible()
+    # Another checkpoint in the main window: its codes are not A's, the selections go their own ways.
+    window.open(demo["collapsed"], demo["features"])
+    wait_views(qtbot, window)
+    assert not installed.codes_linked()
+    cw.selection.set_code(0, 7)
+    assert window.selection.code == -1
+
 
 def test_cancel_fail_and_close_leave_no_thread(window, qtbot, demo, tmp_path):
     installed = install(window)
