@@ -461,8 +461,29 @@ def _fit(points: np.ndarray, params: dict, init: np.ndarray | None):
         return reducer.fit_transform(points).astype(np.float32)
 
 
+def _cache_numba_by_default() -> None:
+    """Have numba keep compiled code on disk unless a function says otherwise, before umap imports it.
+
+    umap-learn asks for caching on 1 of its ~130 jitted functions (and pynndescent on few), so each new
+    child compiled the rest again in its warm-up fit: ~10 s on two cores at every launch of the app.
+    Cached, a relaunch's warm-up takes ~1 s (benchmarks/umap_bench.py, relaunch). A function numba
+    cannot cache (a closure) compiles as before. Only this child process is changed."""
+    import functools
+
+    import numba
+
+    def caching(decorator):
+        @functools.wraps(decorator)
+        def decorate(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return decorate
+    numba.njit, numba.jit = caching(numba.njit), caching(numba.jit)
+
+
 def _serve(warm_up: bool) -> int:
     t0 = time.perf_counter()
+    _cache_numba_by_default()
     import umap  # noqa: F401  (the slow import, done before any job arrives)
     t_import = time.perf_counter() - t0
     t_warm = 0.0

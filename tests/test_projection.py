@@ -91,6 +91,16 @@ def test_real_umap_in_a_child_process_then_from_the_cache(service):
     assert threading.active_count() <= threads_before + 1     # only the service's reply reader
 
 
+def test_the_child_caches_umaps_compiled_code_for_the_next_launch(service):
+    # umap-learn itself asks numba to cache one function (layouts.rdist); the child makes caching the
+    # default, so a relaunch skips ~10 s of compilation. Run after a real job, as the warm-up is one.
+    service.embed(np.random.default_rng(5).normal(size=(120, 8)).astype(np.float32),
+                  UmapParams(n_neighbors=8, n_epochs=20), timeout=300)
+    cached = [p.name for p in service.numba_cache_dir.rglob("*.nbi") if p.parent.name.startswith("umap_")]
+    assert len(cached) >= 3, cached
+    assert any(name.startswith("umap_.") for name in cached), cached
+
+
 def test_a_failing_job_is_an_error_and_the_process_serves_on(service):
     points = np.random.default_rng(4).normal(size=(40, 4)).astype(np.float32)
     with pytest.raises(ProjectionError, match="UMAP failed"):
