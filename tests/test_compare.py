@@ -154,4 +154,4 @@ def test_compare_stops_between_distance_blocks_when_asked(tmp_path):
     # Without a stop request the same call runs to the end, asking between every block.
     asked.clear()
     full = compare(ra, rb, qa, qb, should_stop=lambda: asked.append(1) and False)
-    assert len(full.matches) == 3 and len(asked) == 3 * 3 * (2048 // 256)
+    assert len(full.matches) == 3 and len(asked) >= 3 * 3 * 2        # more than once per search
