@@ -134,7 +134,7 @@ class CentroidMapView(QWidget):
         self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.cmap, interactive=False, width=14,
                                         label="log10 uses", colorMapMenu=False, pen="#888888")
         self.canvas.addItem(self.colorbar, row=0, col=1)
-        steady_axis(self.plot.getAxis("left"), 40)      # map coordinates: short labels
+        steady_axis(self.plot.getAxis("left"), 52)      # map coordinates: up to "-1500"
         steady_axis(self.colorbar.axis, 46)
         self._usage_brushes = [pg.mkBrush(c) for c in self.cmap.getLookupTable(nPts=USAGE_LEVELS, mode="qcolor")]
         self._items: list[UniformScatter] = []

@@ -21,6 +21,7 @@ from .common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label, st
 
 BAR_COLOR = "#3B75AF"
 LOG_FLOOR = math.log10(0.5)   # where a zero count sits on a log axis (just below 1)
+COUNT_AXIS_WIDTH = 66         # room for 6-character ticks ("800000", "4e+07") beside the axis title
 
 
 def _decade_ticks(k: int) -> list:
@@ -68,7 +69,7 @@ class HistogramView(QWidget):
         item.showGrid(x=False, y=True, alpha=0.25)
         item.setLabel("left", "uses")
         item.setLabel("bottom", "code")
-        steady_axis(item.getAxis("left"))
+        steady_axis(item.getAxis("left"), COUNT_AXIS_WIDTH)
         item.getViewBox().setMouseEnabled(x=True, y=False)
         item.disableAutoRange()
         step = {"stepMode": "center", "fillLevel": 0, "skipFiniteCheck": True, "antialias": False}
