@@ -16,7 +16,7 @@ EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
 # Subcommands that live in their own module `rvq_viewer/commands/<name>.py`, each with
 # `register(subparsers)` and `run(args) -> int`. Add a name here to add a command.
-PLUGIN_COMMANDS: tuple[str, ...] = ("events", "report")
+PLUGIN_COMMANDS: tuple[str, ...] = ("events", "report", "desktop")
 COMMANDS = ("info", "audit") + PLUGIN_COMMANDS
 
 
