@@ -91,6 +91,29 @@ def test_real_umap_in_a_child_process_then_from_the_cache(service):
     assert threading.active_count() <= threads_before + 1     # only the service's reply reader
 
 
+def test_exact_knn_matches_brute_force_with_each_point_first():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(700, 5)).astype(np.float32)
+    x[10] = x[3]                                  # an exact duplicate: each is still its own first
+    index, dist = projection.exact_knn(x, 7, block=128)
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    assert (index[:, 0] == np.arange(700)).all() and (dist[:, 0] == 0).all()
+    assert index[3, 1] == 10 and dist[3, 1] == 0
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_allclose(dist[:, 1:], np.sort(d, axis=1)[:, :6], rtol=1e-4, atol=1e-4)
+    assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_from_4096_points_the_child_brings_its_own_exact_neighbours(service):
+    # umap's own search from 4,096 points (pynndescent) compiles for ~25 s at every launch.
+    points = np.random.default_rng(7).normal(size=(4096, 8)).astype(np.float32)
+    emb = service.embed(points, UmapParams(n_neighbors=10, n_epochs=10), timeout=600)
+    assert emb.coords.shape == (4096, 2) and np.isfinite(emb.coords).all()
+    assert service.last_reply["knn"] == "exact"
+    service.embed(points[:500], UmapParams(n_neighbors=10, n_epochs=10), timeout=300)
+    assert service.last_reply["knn"] == "umap"
+
+
 def test_the_child_caches_umaps_compiled_code_for_the_next_launch(service):
     # umap-learn itself asks numba to cache one function (layouts.rdist); the child makes caching the
     # default, so a relaunch skips ~10 s of compilation. Run after a real job, as the warm-up is one.
