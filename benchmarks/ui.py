@@ -3,10 +3,9 @@
 A 10 ms QTimer heartbeat on the GUI thread records the gap between its ticks from the moment the
 window is shown until the UMAP map is shown (or --timeout); any gap well above 10 ms is time the
 event loop could not run (a frozen window). Target: no gap above 50 ms. Gaps are reported per phase:
-first-paint (from show() until the window is exposed and painted once, before any data: launch
-cost, reported apart), load+audit, umap (after the audit, while
-the UMAP child runs). The machine's load average is printed too: on a shared 2-core box other
-processes' CPU use shows up as gaps.
+first-paint (from show() until the window is exposed and painted once, before any data: launch cost,
+reported apart), load+audit, and umap (after the audit, while the UMAP child runs). The machine's load
+average is printed too: on a shared 2-core box other processes' CPU use shows up as gaps.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/ui.py                 # the demo, warm caches
     .venv/bin/python benchmarks/ui.py --fresh-cache                             # cold UMAP (no cache)
