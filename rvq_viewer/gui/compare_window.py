@@ -296,6 +296,19 @@ METRIC_ROWS = [  # key, header, value format, delta format, tooltip
 ]
 
 
+def _column(header: QWidget, body: QWidget, footer: QWidget | None = None) -> QWidget:
+    """A header above a body that takes the free height (and an optional footer below)."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(2)
+    layout.addWidget(header)
+    layout.addWidget(body, 1)
+    if footer is not None:
+        layout.addWidget(footer)
+    return box
+
+
 class CompareWindow(QMainWindow):
     """Two audits side by side. `start(spec)` runs the comparison; `export_html(path)` writes the report."""
 
@@ -468,13 +481,7 @@ class CompareWindow(QMainWindow):
         view.horizontalHeader().setDefaultSectionSize(76)
         view.selectionModel().currentRowChanged.connect(self._match_row_changed)
         self.match_view = view
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.match_label)
-        layout.addWidget(view, 1)
-        self.match_box = box
+        self.match_box = _column(self.match_label, view)
 
     def _build_histogram(self) -> None:
         self.hist_label = header_label()
@@ -507,13 +514,7 @@ class CompareWindow(QMainWindow):
         self.hist_legend.addItem(self.curve_b, "B")
         self.hist.scene().sigMouseClicked.connect(self._hist_clicked)
         self._hist_mode = None
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.hist_label)
-        layout.addWidget(self.hist, 1)
-        self.hist_box = box
+        self.hist_box = _column(self.hist_label, self.hist)
 
     def _build_projection(self) -> None:
         self.proj_label = header_label()
@@ -555,14 +556,7 @@ class CompareWindow(QMainWindow):
         self.code_label.setObjectName("compare-code")
         self.code_label.setTextFormat(Qt.TextFormat.RichText)
         self.code_label.setWordWrap(True)
-        box = QWidget()
-        layout = QVBoxLayout(box)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.proj_label)
-        layout.addWidget(self.proj, 1)
-        layout.addWidget(self.code_label)
-        self.proj_box = box
+        self.proj_box = _column(self.proj_label, self.proj, self.code_label)
 
     # --- running --------------------------------------------------------------------------------------------
     @property

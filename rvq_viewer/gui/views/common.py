@@ -119,7 +119,9 @@ def find_menu(window, title: str):
 
 def add_bottom_dock(window, widget, title: str, name: str):
     """Dock `widget` as a tab beside the window's Overview, where the user left it last time if the
-    saved window state knows it; returns the dock."""
+    saved window state knows it, and make it one of the window's views: listed in `docks` (so "Reset
+    layout" shows it again) and in `views` (so the window hands it sessions, snapshots and cleanup),
+    and given the session already open. Returns the dock."""
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QDockWidget
 
@@ -131,4 +133,12 @@ def add_bottom_dock(window, widget, title: str, name: str):
     if anchor is not None:
         window.tabifyDockWidget(anchor, dock)
     window.restoreDockWidget(dock)
+    docks = getattr(window, "docks", None)
+    if isinstance(docks, dict):
+        docks[name] = dock
+    views = getattr(window, "views", None)
+    if isinstance(views, list):
+        views.append(widget)
+    if getattr(window, "session", None) is not None:
+        widget.set_session(window.session)
     return dock

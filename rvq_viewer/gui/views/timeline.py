@@ -834,17 +834,8 @@ def install(window) -> EventsView:
     if getattr(window, "events_view", None) is not None:  # once per window
         return window.events_view
     view = EventsView(window.selection, window)
-    window.events_view = view
     dock = add_bottom_dock(window, view, "Events (checkpoint series)", "events")
-    docks = getattr(window, "docks", None)
-    if isinstance(docks, dict):
-        docks["events"] = dock              # "Reset layout" shows it again
     window.events_view, window.events_dock = view, dock
-    views = getattr(window, "views", None)
-    if isinstance(views, list):
-        views.append(view)
-    if getattr(window, "session", None) is not None:
-        view.set_session(window.session)
 
     action = QAction("Open checkpoint &series…", window)
     action.setStatusTip("a folder of checkpoints saved during one training run: dead-code events over steps")

@@ -829,17 +829,8 @@ def install(window) -> TrainerPanel:
     if getattr(window, "trainer_panel", None) is not None:  # once per window
         return window.trainer_panel
     panel = TrainerPanel(window.selection, window)
-    window.trainer_panel = panel
     dock = add_bottom_dock(window, panel, "Trainer (what-if)", "trainer")
-    docks = getattr(window, "docks", None)
-    if isinstance(docks, dict):
-        docks["trainer"] = dock              # "Reset layout" shows it again
     window.trainer_panel, window.trainer_dock = panel, dock
-    views = getattr(window, "views", None)
-    if isinstance(views, list):
-        views.append(panel)
-    if getattr(window, "session", None) is not None:
-        panel.set_session(window.session)
 
     def show() -> None:
         dock.show()
