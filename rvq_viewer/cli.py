@@ -138,6 +138,19 @@ def audit_with_progress(quantizer, paths, args, device, label: str = "", pairs: 
     return source, result
 
 
+def check_output_paths(outputs: list[tuple[str, str | None]], checkpoints: list, features: list) -> None:
+    """Refuse, before any work, an output path that is one of the inputs (or of the files in an input
+    folder) or that two outputs share."""
+    from .io import check_outputs, list_feature_files
+
+    inputs = [Path(p) for p in checkpoints if p] + [Path(p) for p in features]
+    for folder in [Path(p) for p in checkpoints if p and Path(p).is_dir()]:   # a series: its files
+        inputs.extend(p for p in folder.iterdir() if p.is_file())
+    if features:
+        inputs.extend(list_feature_files(features, skipped=[]))
+    check_outputs(outputs, inputs)
+
+
 def resolve_device_arg(args):
     from .audit import resolve_device
     try:
@@ -149,6 +162,7 @@ def resolve_device_arg(args):
 def cmd_audit(args) -> int:
     from .audit import with_threshold
 
+    check_output_paths([("--json", args.json_out)], [args.checkpoint], args.features)
     quantizer = load_from_args(args)
     device = resolve_device_arg(args)
     source, result = audit_with_progress(quantizer, args.features, args, device, pairs=True)

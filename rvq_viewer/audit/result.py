@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import Quantizer
-from ..io.save import atomic_write_text
+from ..io.outputs import atomic_write_text
 from .stats import AuditAccumulator, usage_metrics
 
 

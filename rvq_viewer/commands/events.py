@@ -16,10 +16,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cli import resolve_device_arg
+    from ..cli import check_output_paths, resolve_device_arg
     from ..io import atomic_write_text
     from ..series import find_events, open_series
 
+    check_output_paths([("--json", args.json_out)], [args.checkpoints], args.features)
     series = open_series([args.checkpoints])
     device = resolve_device_arg(args)
 

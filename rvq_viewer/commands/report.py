@@ -55,7 +55,7 @@ def _audit(quantizer, paths, args, device, label: str):
 
 
 def run(args) -> int:
-    from ..cli import load_from_args, resolve_device_arg
+    from ..cli import check_output_paths, load_from_args, resolve_device_arg
     from ..compare import compare
     from ..diagnosis import diagnose, exit_code_for, format_verdicts, write_json
     from ..report import write_html
@@ -65,6 +65,8 @@ def run(args) -> int:
 
     if not args.html.lower().endswith((".html", ".htm")):
         raise RvqViewerError(f"--html {args.html}: the report is HTML; give a file name ending in .html")
+    check_output_paths([("--html", args.html), ("--json", args.json_out)], [args.checkpoint, args.compare],
+                       list(args.features) + list(args.features_b or []))
     device = resolve_device_arg(args)
 
     quantizer = load(args.checkpoint)

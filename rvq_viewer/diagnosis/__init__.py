@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..audit.result import AuditResult
 from ..core import Quantizer
-from ..io.save import atomic_write_text
+from ..io.outputs import atomic_write_text
 from . import rules
 from .redundancy import PairAccumulator, gather_pairs
 from .verdict import SEVERITIES, VIEWS, Verdict, severity_rank

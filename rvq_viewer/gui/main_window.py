@@ -532,6 +532,10 @@ class MainWindow(QMainWindow):
 
     def _export(self, writer, path) -> bool:
         try:
+            if self.session is not None:   # never write an export over the checkpoint or a feature file
+                from ..io import check_outputs
+                check_outputs([("the export", path)], [self.session.checkpoint, *self.session.features,
+                                                       *(self.session.source.files if self.session.source else [])])
             writer(path)
         except (OSError, RvqViewerError, ValueError) as exc:
             self.show_message(f"{path}: cannot export: {getattr(exc, 'strerror', None) or exc}")

@@ -7,7 +7,8 @@ HF transformers EnCodec, SpeechTokenizer, WavTokenizer, vector-quantize-pytorch,
 
 from .checkpoints import detect_format, load_quantizer, read_checkpoint
 from .features import Chunk, FeatureSource, list_feature_files
-from .save import atomic_path, atomic_write_text, save_checkpoint
+from .outputs import atomic_path, atomic_write_text, check_outputs
+from .save import save_checkpoint
 
-__all__ = ["Chunk", "FeatureSource", "atomic_path", "atomic_write_text", "detect_format",
+__all__ = ["Chunk", "FeatureSource", "atomic_path", "atomic_write_text", "check_outputs", "detect_format",
            "list_feature_files", "load_quantizer", "read_checkpoint", "save_checkpoint"]

@@ -1,53 +1,16 @@
-"""Writing files atomically, and saving quantizers in the EnCodec / GPT-SoVITS layout."""
+"""Saving quantizers in the EnCodec / GPT-SoVITS layout, atomically."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from .outputs import atomic_path
+
 # Keys of the saved state: what EnCodec's `ResidualVectorQuantizer` holds under a model's `quantizer.`.
 QUANTIZER_PREFIX = "quantizer.vq."
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    A crash or an error mid-write leaves the old file (or none), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: os.umask is process-wide, so toggling it later could race with other threads.
-_UMASK = _read_umask()
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def save_checkpoint(path: str | Path, rvq: nn.Module, step: int | None = None,

@@ -20,7 +20,7 @@ from ..compare import Comparison
 from ..core import Quantizer
 from ..diagnosis import Verdict, rules, worst
 from ..diagnosis.redundancy import PairAccumulator
-from ..io.save import atomic_write_text
+from ..io.outputs import atomic_write_text
 from . import charts
 from .svg import SEVERITY_COLORS
 

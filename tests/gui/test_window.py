@@ -232,3 +232,15 @@ def test_device_selector(loaded, qtbot):
     with qtbot.waitSignal(win.audit_done, timeout=20_000) as blocker:
         win.set_device("cpu")
     assert blocker.args[0].device == "cpu" and blocker.args[0].complete
+
+
+def test_an_export_over_the_open_checkpoint_is_refused(window, qtbot, demo, tmp_path):
+    import shutil
+    checkpoint = tmp_path / "healthy.pt"
+    shutil.copy(demo["healthy"], checkpoint)
+    window.open(checkpoint, demo["features"])
+    wait_views(qtbot, window)
+    before = checkpoint.read_bytes()
+    assert window._export(window.export_json, checkpoint) is False
+    assert checkpoint.read_bytes() == before
+    assert window.banner.isVisible() and "input" in window.banner.text()
