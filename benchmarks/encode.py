@@ -3,7 +3,7 @@
 For each shape (D, K, n_q) a random Gaussian codebook per layer and Gaussian frames; frames/s through
 all n_q layers (residual = residual - codeword after each) for:
 
-  rvq-viewer        `rvq_viewer.audit.engine.encode_frames`: the audit's engine, codes only
+  rvq-viewer        `rvq_viewer.analysis.audit.engine.encode_frames`: the audit's engine, codes only
   rvq-viewer audit  `run_audit` on the same frames saved as a .npy: reading, codes and every statistic
   EnCodec ref       EnCodec's `ResidualVectorQuantization.encode` (encodec 0.1.1 core_vq; GPT-SoVITS's
                     core_vq is the same code), given all frames at once or in chunks of 16384, the
@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from rvq_viewer.audit import run_audit  # noqa: E402
-from rvq_viewer.audit.engine import encode_frames  # noqa: E402
-from rvq_viewer.core import Quantizer  # noqa: E402
+from rvq_viewer.analysis.audit import run_audit  # noqa: E402
+from rvq_viewer.analysis.audit.engine import encode_frames  # noqa: E402
+from rvq_viewer.quant import Quantizer  # noqa: E402
 from rvq_viewer.io import FeatureSource  # noqa: E402
 
 # (D, K, n_q, frames in the default run, frames with --full): the table in perf-anchors.md.

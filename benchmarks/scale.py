@@ -33,8 +33,8 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
-from rvq_viewer.audit import run_audit
-from rvq_viewer.core import Quantizer
+from rvq_viewer.analysis.audit import run_audit
+from rvq_viewer.quant import Quantizer
 from rvq_viewer.io import FeatureSource
 
 def status():

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
 
-    from rvq_viewer.cli import demo_paths
+    from rvq_viewer.locations import demo_paths
     from rvq_viewer.gui import settings
     from rvq_viewer.gui.app import create_application, preload
     settings.use_paths(work / "settings.ini", cache)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     t_imports = time.perf_counter() - T_START
 
     from rvq_viewer.gui.main_window import MainWindow
-    from rvq_viewer.projection import UmapService
+    from rvq_viewer.analysis.umap_service import UmapService
 
     if args.synthetic_k:
         checkpoint, features = synthetic(args, work)

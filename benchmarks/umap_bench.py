@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rvq_viewer.projection import UmapParams, UmapService, pca_2d, umap_version  # noqa: E402
+from rvq_viewer.analysis.umap_service import UmapParams, UmapService, pca_2d, umap_version  # noqa: E402
 
 
 def codebook(k: int, dim: int, seed: int) -> np.ndarray:

@@ -43,3 +43,9 @@ def resources_dir() -> Path:
 def demo_dir() -> Path:
     """The bundled demo quantizers and features."""
     return _first([CHECKOUT / "assets" / "demo", *(root / "demo" for root in installed_roots())], "healthy.pt")
+
+
+def demo_paths() -> tuple[Path, list[Path]]:
+    """The bundled demo: the healthy quantizer and its held-out features."""
+    root = demo_dir()
+    return root / "healthy.pt", [root / "heldout.npy"]

@@ -33,8 +33,8 @@ from scipy.signal import resample_poly
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rvq_viewer.core.train import Trainer, TrainSettings, batch_perplexity  # noqa: E402
-from rvq_viewer.core.vq import ResidualVectorQuantization  # noqa: E402
+from rvq_viewer.training.trainer import Trainer, TrainSettings, batch_perplexity  # noqa: E402
+from rvq_viewer.quant.vq import ResidualVectorQuantization  # noqa: E402
 
 OUT = ROOT / "assets" / "demo"
 SEED = 1234
@@ -260,7 +260,7 @@ def main() -> None:
     results["healthy"]["series"] = series
 
     manifest = {
-        "description": "Demo RVQ checkpoints trained with rvq_viewer.core.train.Trainer on log-mel frames "
+        "description": "Demo RVQ checkpoints trained with rvq_viewer.training.trainer.Trainer on log-mel frames "
                        "of synthetic (espeak-ng) English speech; see README.md.",
         "seed": SEED,
         "espeak_ng": subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip(),

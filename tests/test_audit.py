@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.audit import AuditAccumulator, build_result, iter_audit, run_audit, usage_metrics
-from rvq_viewer.audit.stats import NormHistogram
-from rvq_viewer.core import Quantizer
+from rvq_viewer.analysis.audit import AuditAccumulator, build_result, iter_audit, run_audit, usage_metrics
+from rvq_viewer.analysis.audit.stats import NormHistogram
+from rvq_viewer.quant import Quantizer
 from rvq_viewer.io import FeatureSource
 
 
@@ -38,15 +38,15 @@ def test_counts_usage_and_residuals_by_hand(two_layer):
     result = run_audit(quantizer, FeatureSource([path], dim=2), device="cpu")
     l0, l1 = result.layers
     assert result.frames == 4
-    assert l0.counts == [2, 1, 1, 0]
-    assert (l0.used, l0.utilization, l0.dead_codes) == (3, 0.75, [3])
+    assert l0.counts.tolist() == [2, 1, 1, 0]
+    assert (l0.used, l0.utilization, l0.dead_codes.tolist()) == (3, 0.75, [3])
     p = np.array([0.5, 0.25, 0.25])
     entropy = -(p * np.log(p)).sum()
     assert l0.perplexity == pytest.approx(math.exp(entropy))
     assert l0.entropy == pytest.approx(entropy / math.log(4))
     # EMA-dead by the default absolute rule (< 2): codes 2 and 3 of layer 0, none of layer 1.
-    assert l0.ema_dead_codes == [2, 3] and l1.ema_dead_codes == []
-    assert l1.counts == [3, 1] and l1.dead_codes == []
+    assert l0.ema_dead_codes.tolist() == [2, 3] and l1.ema_dead_codes.tolist() == []
+    assert l1.counts.tolist() == [3, 1] and l1.dead_codes.tolist() == []
 
     # Residual norms after layer 0: 1, 1, 1, sqrt(1.25); after layer 1: 0, 0, 0, 0.5.
     input_sq = float((frames.astype(np.float64) ** 2).sum())
@@ -129,22 +129,31 @@ def test_usage_metrics_uniform_and_single_code():
 def test_ema_threshold_option_changes_ema_dead_codes(two_layer):
     quantizer, path, _ = two_layer
     result = run_audit(quantizer, FeatureSource([path], dim=2), device="cpu", ema_threshold=4.0)
-    assert result.layers[0].ema_dead_codes == [1, 2, 3]
-    assert result.layers[1].ema_dead_codes == [0, 1]
+    assert result.layers[0].ema_dead_codes.tolist() == [1, 2, 3]
+    assert result.layers[1].ema_dead_codes.tolist() == [0, 1]
     assert quantizer.dead_code_rule.value == 2.0, "the loaded quantizer is left untouched"
 
 
-def test_pairs_gathered_in_the_audit_pass_equal_a_separate_pass(tmp_path):
-    from rvq_viewer.diagnosis import gather_pairs
+def test_pairs_gathered_in_the_audit_pass_equal_a_dense_count(tmp_path):
     gen = torch.Generator().manual_seed(5)
     quantizer = Quantizer(format="test", codebooks=[torch.randn(8, 3, generator=gen) for _ in range(3)])
-    np.save(tmp_path / "f.npy", torch.randn(3000, 3, generator=gen).numpy())
+    frames = torch.randn(3000, 3, generator=gen)
+    np.save(tmp_path / "f.npy", frames.numpy())
     source = FeatureSource([tmp_path / "f.npy"], dim=3, chunk_frames=700)
     result = run_audit(quantizer, source, device="cpu", pairs=True)
-    separate = gather_pairs(quantizer, source, "cpu")
+    codes = quantizer.encode(frames).numpy()
     for pair in range(2):
         ours = sorted(zip(*(a.tolist() for a in result.pairs.joint(pair))))
-        assert ours == sorted(zip(*(a.tolist() for a in separate.joint(pair))))
+        dense = np.zeros((8, 8), dtype=np.int64)
+        np.add.at(dense, (codes[pair], codes[pair + 1]), 1)
+        assert ours == [(a, b, int(dense[a, b])) for a, b in zip(*np.nonzero(dense))]
         assert sum(c for *_, c in ours) == 3000
+    # Input moments: one frame in MOMENT_STRIDE of each 700-frame chunk, of each layer's input residual.
+    from rvq_viewer.analysis.audit.pairs import MOMENT_STRIDE
+    per_chunk = [-(-n // MOMENT_STRIDE) for n in [700] * 4 + [200]]
+    assert result.pairs.moments[0].count == sum(per_chunk)
+    sampled = torch.cat([frames[c:c + 700][::MOMENT_STRIDE] for c in range(0, 3000, 700)]).double()
+    np.testing.assert_allclose(result.pairs.moments[0].total, sampled.sum(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(result.pairs.moments[0].outer, (sampled.T @ sampled).numpy(), rtol=1e-6)
     assert "pairs" not in result.to_dict()
     assert run_audit(quantizer, source, device="cpu").pairs is None

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.cli import demo_paths
-from rvq_viewer.core import ResidualVectorQuantization
+from rvq_viewer.locations import demo_paths
+from rvq_viewer.quant import ResidualVectorQuantization
 from rvq_viewer.io import save_checkpoint
 
 

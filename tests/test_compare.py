@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.audit import run_audit
-from rvq_viewer.cli import demo_paths
-from rvq_viewer.compare import compare, joint_projection, match_codes, rank_frequency
-from rvq_viewer.core import DeadCodeRule, Quantizer
+from rvq_viewer.analysis.audit import run_audit
+from rvq_viewer.locations import demo_paths
+from rvq_viewer.analysis.compare import compare, joint_projection, match_codes, rank_frequency
+from rvq_viewer.quant import DeadCodeRule, Quantizer
 from rvq_viewer.io import FeatureSource, load_quantizer
 
 DEMO = demo_paths()[0].parent

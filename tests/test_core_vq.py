@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from peers import encodec_core_vq
-from rvq_viewer.core import EuclideanCodebook, ResidualVectorQuantization
-from rvq_viewer.core.kmeans import kmeans
+from rvq_viewer.quant import EuclideanCodebook, ResidualVectorQuantization
+from rvq_viewer.quant.kmeans import kmeans
 
 
 def trained_state(ref, generator: torch.Generator) -> dict:

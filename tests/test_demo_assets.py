@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.core import ResidualVectorQuantization
+from rvq_viewer.quant import ResidualVectorQuantization
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 PREFIX = "quantizer.vq."

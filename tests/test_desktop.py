@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from rvq_viewer.cli import main
-from rvq_viewer.commands import desktop
+from rvq_viewer.cli import desktop
 
 
 def test_desktop_entry_starts_this_installation(tmp_path, monkeypatch, capsys):

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.audit import run_audit
-from rvq_viewer.cli import demo_paths
-from rvq_viewer.core import DeadCodeRule, Quantizer
-from rvq_viewer.diagnosis import (EXIT_COLLAPSE, PairAccumulator, Verdict, diagnose, exit_code_for,
-                                  format_verdicts, gather_pairs, report_dict, worst, write_json)
-from rvq_viewer.diagnosis import geometry, redundancy, rules
+from rvq_viewer.analysis.audit import run_audit
+from rvq_viewer.locations import demo_paths
+from rvq_viewer.quant import DeadCodeRule, Quantizer
+from rvq_viewer.analysis.diagnosis import (EXIT_COLLAPSE, PairAccumulator, Verdict, diagnose, exit_code_for,
+                                  format_verdicts, report_dict, worst, write_json)
+from rvq_viewer.analysis.audit import pairs as redundancy
+from rvq_viewer.analysis.audit.pairs import MOMENT_STRIDE
+from rvq_viewer.analysis.diagnosis import geometry, rules
+from rvq_viewer.quant import nearest_neighbours
 from rvq_viewer.io import FeatureSource, load_quantizer
 
 DEMO = demo_paths()[0].parent
@@ -31,8 +34,8 @@ def audit(quantizer, frames, tmp_path, name="features.npy", pairs=True, chunk=40
     path = tmp_path / name
     np.save(path, np.asarray(frames, dtype=np.float32))
     source = FeatureSource([path], quantizer.dim, chunk_frames=chunk)
-    result = run_audit(quantizer, source, "cpu")
-    return result, (gather_pairs(quantizer, source, "cpu") if pairs else None)
+    result = run_audit(quantizer, source, "cpu", pairs=pairs)
+    return result, result.pairs
 
 
 def by_key(verdicts):
@@ -225,18 +228,27 @@ def test_uniform_reference():
 
 
 # --- pair statistics -------------------------------------------------------------------------------------
+def feed(acc: PairAccumulator, q, frames) -> None:
+    """What the audit engine feeds for one piece of frames: each layer's codes and input rows."""
+    layer_input = q.prepare(frames)
+    for step in q.iter_layers(layer_input):
+        acc.add_step(step.index, step.codes)
+        acc.add_moments(step.index, layer_input[::MOMENT_STRIDE])
+        layer_input = step.residual
+
+
 def test_pair_accumulator_merges_shards_into_the_whole_and_matches_a_dense_histogram(monkeypatch):
     monkeypatch.setattr(redundancy, "_COMPACT_AT", 64)   # exercise the compaction path
     rng = np.random.default_rng(8)
     q = make_quantizer(rng.normal(size=(32, 6)), rng.normal(size=(16, 6)) * 0.3, rng.normal(size=(8, 6)) * 0.1)
     frames = torch.as_tensor(rng.normal(size=(3000, 6)), dtype=torch.float32)
     whole = PairAccumulator.for_quantizer(q)
-    whole.add_chunk(q, frames)
+    feed(whole, q, frames)
     left, right = PairAccumulator.for_quantizer(q), PairAccumulator.for_quantizer(q)
     for start in range(0, 1500, 100):
-        left.add_chunk(q, frames[start:start + 100])
+        feed(left, q, frames[start:start + 100])
     for start in range(1500, 3000, 100):
-        right.add_chunk(q, frames[start:start + 100])
+        feed(right, q, frames[start:start + 100])
     merged = left.merge(right)
     assert merged.frames == whole.frames == 3000
     codes = q.encode(frames).numpy()
@@ -253,7 +265,7 @@ def test_pair_accumulator_merges_shards_into_the_whole_and_matches_a_dense_histo
         merged.merge(PairAccumulator([32, 16], 6))
     # A copy is independent (the audit's streamed snapshots copy their accumulator).
     clone = merged.copy()
-    clone.add_chunk(q, frames[:500])
+    feed(clone, q, frames[:500])
     assert clone.frames == 3500 and merged.frames == 3000 and merged.joint(0)[2].sum() == 3000
     assert clone.moments[0].count > merged.moments[0].count
 
@@ -284,7 +296,7 @@ def test_geometry_measures():
     assert geometry.participation_ratio(np.array([1.0, 1.0, 0.0])) == pytest.approx(2.0)
     assert geometry.effective_rank(np.zeros(3)) == 0.0
     points = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0], [10.0, 0.0]])
-    index, dist = geometry.nearest_neighbours(points)
+    index, dist = nearest_neighbours(points)
     assert dist.tolist() == [5.0, 0.0, 0.0, pytest.approx(math.hypot(7, 4))]
     assert index[1] == 2 and index[2] == 1
 
@@ -296,7 +308,7 @@ def test_nearest_neighbours_agree_with_brute_force(k, other):
     rng = np.random.default_rng(k)
     a = rng.normal(size=(k, 12)).astype(np.float32)
     b = a if other is None else rng.normal(size=(other, 12)).astype(np.float32)
-    index, dist = geometry.nearest_neighbours(a, None if other is None else b)
+    index, dist = nearest_neighbours(a, None if other is None else b)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     d = np.maximum((a64 ** 2).sum(1)[:, None] + (b64 ** 2).sum(1)[None, :] - 2 * a64 @ b64.T, 0.0)
     if other is None:
@@ -336,8 +348,8 @@ def demo():
     for name in ("healthy", "collapsed"):
         q = load_quantizer(DEMO / f"{name}.pt")
         source = FeatureSource([DEMO / "heldout.npy"], q.dim)
-        result = run_audit(q, source, "cpu")
-        out[name] = (q, result, gather_pairs(q, source, "cpu"))
+        result = run_audit(q, source, "cpu", pairs=True)
+        out[name] = (q, result, result.pairs)
     return out
 
 
@@ -375,7 +387,7 @@ def test_demo_collapsed_collapses_on_every_layer(demo):
 
 def test_pairs_of_multi_rate_layers_are_aligned_by_time():
     """SNAC-like: layer 0 codes every 2 residual frames, layer 1 every frame."""
-    from rvq_viewer.diagnosis.redundancy import PairAccumulator
+    from rvq_viewer.analysis.audit.pairs import PairAccumulator
     acc = PairAccumulator([4, 4], layer_strides=[2, 1])
     acc.add_step(0, torch.tensor([0, 1, 2]))
     acc.add_step(1, torch.tensor([0, 0, 1, 1, 2, 2]))

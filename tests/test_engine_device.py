@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from peers import encodec_core_vq
-from rvq_viewer.audit import AuditAccumulator, available_devices, engine, iter_audit, resolve_device, run_audit
-from rvq_viewer.audit.engine import AuditRunner, encode_frames
-from rvq_viewer.audit.prefetch import PageReleaser, Prefetcher, prefetch, release_file_pages
-from rvq_viewer.core import Quantizer
-from rvq_viewer.core import search as search_mod
+from rvq_viewer.analysis.audit import AuditAccumulator, engine, iter_audit, run_audit
+from rvq_viewer.runtime import available_devices, resolve_device
+from rvq_viewer.analysis.audit.engine import AuditRunner, encode_frames
+from rvq_viewer.analysis.audit.prefetch import PageReleaser, Prefetcher, prefetch, release_file_pages
+from rvq_viewer.quant import Quantizer
+from rvq_viewer import runtime as search_mod
 from rvq_viewer.errors import LoadError
 from rvq_viewer.io import FeatureSource
 
@@ -319,6 +320,8 @@ def test_codes_equal_encodec_reference(d, k, n_q, n):
 
 def test_encode_frames_on_a_projected_quantizer_uses_its_own_layers():
     class Doubled(Quantizer):
+        plain_residual = False          # its layer output is not the codebook row: declared, not detected
+
         def layer_output(self, layer, codes):
             return super().layer_output(layer, codes) * 0.5
 

@@ -15,7 +15,7 @@ from fixtures_formats import require
 
 snac = require("snac")
 
-from rvq_viewer.audit import run_audit  # noqa: E402
+from rvq_viewer.analysis.audit import run_audit  # noqa: E402
 from rvq_viewer.io import FeatureSource, load_quantizer  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from fixtures_formats import require
 
 vqp = require("vector_quantize_pytorch")
 
-from rvq_viewer.audit import run_audit  # noqa: E402
+from rvq_viewer.analysis.audit import run_audit  # noqa: E402
 from rvq_viewer.errors import LoadError  # noqa: E402
 from rvq_viewer.io import FeatureSource, load_quantizer  # noqa: E402
 

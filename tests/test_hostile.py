@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from fixtures_formats import (CreatesFile, RunsSystem, encodec_layers, family_files, fake_hparams_module,
                               factorized_layers, mimi_layers, vqpytorch_layers)
-from rvq_viewer.audit import run_audit
+from rvq_viewer.analysis.audit import run_audit
 from rvq_viewer.cli import main
 from rvq_viewer.errors import LoadError, RvqViewerError, UnsafeFileError
 from rvq_viewer.io import FeatureSource, load_quantizer

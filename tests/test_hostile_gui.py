@@ -24,7 +24,7 @@ def _search_pool_started():
     """Start any long-lived worker threads of the nearest-code search before the per-test thread check
     takes its snapshot: they belong to the process, not to a test."""
     import torch
-    from rvq_viewer.core.search import nearest_codes
+    from rvq_viewer.quant.search import nearest_codes
     codebook = torch.randn(1024, 64)
     nearest_codes(torch.randn(50_000, 64), codebook)
 
@@ -47,7 +47,7 @@ def still_usable(window, qtbot, demo):
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
     assert not window.banner.isVisible()
-    window.act_next.trigger()
+    window.commands["view.next_layer"].trigger()
     assert window.selection.layer == 1
 
 
@@ -72,7 +72,7 @@ def test_drag_and_drop_refuses_code_running_files(window, qtbot, demo, tmp_path)
     drop(window, [files["zip.pt"]])                                # as features for the open checkpoint
     wait_message(qtbot, window, "refused", "zip.pt")
     assert not marker.exists()
-    window.act_next.trigger()                                      # the window answers
+    window.commands["view.next_layer"].trigger()                                      # the window answers
     assert window.selection.layer in (0, 1, 2)
 
 

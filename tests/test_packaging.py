@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rvq_viewer import locations
-from rvq_viewer.cli import demo_paths
+from rvq_viewer.locations import demo_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from rvq_viewer import projection
-from rvq_viewer.projection import (
+from rvq_viewer.analysis import umap_service as projection
+from rvq_viewer.analysis.umap_service import (
     ProjectionCancelled,
     ProjectionError,
     UmapParams,

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from rvq_viewer import cli
-from rvq_viewer.audit import run_audit
-from rvq_viewer.cli import demo_paths
-from rvq_viewer.compare import compare
-from rvq_viewer.core import DeadCodeRule, Quantizer
-from rvq_viewer.diagnosis import diagnose, gather_pairs
+from rvq_viewer.analysis.audit import run_audit
+from rvq_viewer.locations import demo_paths
+from rvq_viewer.analysis.compare import compare
+from rvq_viewer.quant import DeadCodeRule, Quantizer
+from rvq_viewer.analysis.diagnosis import diagnose
 from rvq_viewer.io import FeatureSource
 from rvq_viewer.report import render_html, write_html
 from rvq_viewer.report.svg import Axis
@@ -39,8 +39,8 @@ def collapsed_case(tmp_path, k=128, d=8, n=6000):
     path = tmp_path / "features.npy"
     np.save(path, frames.astype(np.float32))
     source = FeatureSource([path], d)
-    result = run_audit(q, source, "cpu")
-    pairs = gather_pairs(q, source, "cpu")
+    result = run_audit(q, source, "cpu", pairs=True)
+    pairs = result.pairs
     return q, result, pairs, diagnose(result, q, pairs)
 
 
@@ -112,12 +112,7 @@ def test_axis_ticks():
 
 
 # --- the command ----------------------------------------------------------------------------------------
-@pytest.fixture
-def with_report_command(monkeypatch):
-    monkeypatch.setattr(cli, "PLUGIN_COMMANDS", tuple(dict.fromkeys(cli.PLUGIN_COMMANDS + ("report",))))
-
-
-def test_report_command_fails_on_collapse_with_status_3(with_report_command, tmp_path, capsys):
+def test_report_command_fails_on_collapse_with_status_3(tmp_path, capsys):
     out = tmp_path / "collapsed.html"
     code = cli.main(["report", str(DEMO / "collapsed.pt"), str(DEMO / "heldout.npy"), "--html", str(out),
                      "--json", str(tmp_path / "c.json"), "--fail-on", "collapse", "--quiet", "--device", "cpu"])
@@ -131,7 +126,7 @@ def test_report_command_fails_on_collapse_with_status_3(with_report_command, tmp
     assert data["verdicts"][0]["severity"] == "collapse" and len(data["layers"]) == 4
 
 
-def test_report_command_compares_healthy_with_collapsed(with_report_command, tmp_path, capsys):
+def test_report_command_compares_healthy_with_collapsed(tmp_path, capsys):
     out = tmp_path / "cmp.html"
     code = cli.main(["report", str(DEMO / "healthy.pt"), str(DEMO / "heldout.npy"), "--html", str(out),
                      "--compare", str(DEMO / "collapsed.pt"), "--fail-on", "collapse", "--quiet", "--no-pairs",
@@ -143,7 +138,7 @@ def test_report_command_compares_healthy_with_collapsed(with_report_command, tmp
     assert "util A" in capsys.readouterr().out
 
 
-def test_report_command_bad_input_is_status_2(with_report_command, tmp_path, capsys):
+def test_report_command_bad_input_is_status_2(tmp_path, capsys):
     missing = tmp_path / "missing.npy"
     assert cli.main(["report", str(DEMO / "healthy.pt"), str(missing), "--html", str(tmp_path / "r.html"),
                      "--quiet"]) == 2

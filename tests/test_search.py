@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rvq_viewer.core import search
-from rvq_viewer.core.search import (CpuWorkers, auto_block, cpu_workers, is_out_of_memory, nearest_codes,
-                                    reference_nearest_codes, squared_norms)
+from rvq_viewer.quant import _cpu_engine, search
+from rvq_viewer.quant.search import auto_block, nearest_codes, reference_nearest_codes, squared_norms
+from rvq_viewer.runtime import CpuWorkers, cpu_workers, is_out_of_memory
 
 
 def brute_force(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,31 +121,10 @@ def test_addmm_fallback_without_onednn(monkeypatch):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(3000, 20, generator=gen)
     codebook = torch.randn(700, 20, generator=gen)
-    monkeypatch.setattr(search, "_ONEDNN_OK", False)
+    monkeypatch.setattr(_cpu_engine, "_ONEDNN_OK", False)
     search.clear_plans()
     try:
         assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
-    finally:
-        search.clear_plans()
-
-
-def test_bf16_coarse_pass_gives_the_float32_codes(monkeypatch):
-    if not search._cpu_has_bf16_dot():
-        pytest.skip("no native bfloat16 dot products on this CPU")
-    gen = torch.Generator().manual_seed(8)
-    monkeypatch.setattr(search, "SEARCH_BACKEND", "bf16")
-    search.clear_plans()
-    try:
-        codebook = torch.randn(512, 96, generator=gen)
-        x = torch.randn(2000, 96, generator=gen)
-        x[:200] = codebook[:200] + 1e-3 * torch.randn(200, 96, generator=gen)   # near a code
-        assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
-        coarse = search._plan_for(codebook, None).bf16()
-        assert coarse.blocks > 0 and coarse.fallbacks == 0
-        # Many equal codes: too many candidates, the block falls back to float32.
-        dup = torch.cat([codebook[:8]] * 64)
-        assert torch.equal(nearest_codes(x, dup), reference_nearest_codes(x, dup))
-        assert search._plan_for(dup, None).bf16().fallbacks > 0
     finally:
         search.clear_plans()
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.core.train import Trainer, TrainSettings
+from rvq_viewer.training.trainer import Trainer, TrainSettings
 from rvq_viewer.errors import LoadError
-from rvq_viewer.series import find_events, open_series, stored_step
+from rvq_viewer.analysis.series import find_events, open_series, stored_step
+from rvq_viewer.pipeline import series_events
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_died_and_revived_follow_the_ema_sizes(run_dir):
 
 def test_summaries_with_features_give_usage_per_step(run_dir):
     root, _, features = run_dir
-    report = find_events(open_series([root]), [features])
+    _, report = series_events([root], [features])
     assert len(report.summaries) == 12 * 2
     assert all(s.used is not None and 1 <= s.used <= 32 and s.perplexity >= 1 for s in report.summaries)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rvq_viewer.core.train import StepStats, Trainer, TrainSettings
+from rvq_viewer.training.trainer import StepStats, Trainer, TrainSettings
 
 
 def small(**overrides) -> TrainSettings:

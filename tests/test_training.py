@@ -1,4 +1,4 @@
-"""Qt-free helpers of the series timeline and the live trainer (rvq_viewer.training)."""
+"""The what-if trainer's runs (rvq_viewer.training) and its frames, read through the pipeline."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from rvq_viewer.core.train import TrainSettings, Trainer
+from rvq_viewer.analysis.series import stored_step
+from rvq_viewer.app.trainer_jobs import train_job
 from rvq_viewer.io import load_quantizer, read_checkpoint
-from rvq_viewer.projection import pca_2d
-from rvq_viewer.series import Event, Summary, stored_step
-from rvq_viewer.training import (EVENT_KINDS, EventTable, PcaProjection, RunHistory, StepBatch, TrainControl,
-                                 TrainStatus, died_at_mapping, died_at_steps, evaluate_codebooks,
-                                 loaded_codebooks_reason, read_training_frames, settings_diff, summary_arrays,
-                                 threshold_meaning, train_stream)
+from rvq_viewer.pipeline import AuditSpec, sample_frames
+from rvq_viewer.training import (RunHistory, StepBatch, TrainControl, TrainStatus, evaluate_codebooks,
+                                 loaded_codebooks_reason, settings_diff, threshold_meaning, train_steps)
+from rvq_viewer.training.trainer import Trainer, TrainSettings
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 TINY = TrainSettings(n_q=2, codebook_size=16, kmeans_init=False, threshold_ema_dead_code=2.0, batch_size=128,
                      steps=12, seed=3)
+
+
+HELDOUT = AuditSpec(DEMO / "healthy.pt", (DEMO / "heldout.npy",), device="cpu")
+
+
+def read_frames(max_frames: int = 200_000, seed: int = 0, should_stop=None):
+    return sample_frames(HELDOUT, load_quantizer(DEMO / "healthy.pt"), max_frames, seed, should_stop)
 
 
 def _frames(n=2000, d=8, seed=0) -> torch.Tensor:
@@ -29,101 +35,25 @@ def _frames(n=2000, d=8, seed=0) -> torch.Tensor:
     return torch.randn(n, d, generator=g)
 
 
-# --- event table -----------------------------------------------------------------------------------------
-
-def _events():
-    return [Event(400, 1, 7, "died", 2.5, 1.0, None), Event(200, 0, 3, "replaced", 1.0, 1.0, 4.0),
-            Event(200, 0, 3, "replaced", 1.0, 1.0, 5.0), Event(200, 0, 9, "replaced", None, None, 2.0),
-            Event(200, 0, 1, "died", 3.0, 0.5, None), Event(400, 0, 3, "revived", 0.5, 3.0, None)]
-
-
-def test_event_table_columns_sort_and_groups():
-    table = EventTable.from_events(_events())
-    assert len(table) == 6
-    keys = list(zip(table.steps, table.layers, table.kinds, table.codes))
-    assert keys == sorted(keys)
-    assert table.counts_by_kind() == {"died": 2, "revived": 1, "replaced": 3}
-    np.testing.assert_array_equal(table.codes_at(200, 0, "replaced"), [3, 9])
-    assert table.group(200, 0, "replaced").size == 3
-    assert table.codes_at(600, 0, "died").size == 0
-    rows = table.of_code(0, 3)
-    assert [int(table.steps[r]) for r in rows] == [200, 200, 400]
-    assert "EMA size 3 → 0.5" in table.describe_row(int(table.group(200, 0, "died")[0]))
-    assert np.isnan(table.size_before[table.group(200, 0, "replaced")]).sum() == 1
-
-
-def test_aggregate_counts_events_and_distinct_codes():
-    table = EventTable.from_events(_events())
-    agg = table.aggregate()
-    marks = {(int(s), int(l), EVENT_KINDS[int(k)]): (int(c), int(d))
-             for s, l, k, c, d in zip(agg.steps, agg.layers, agg.kinds, agg.counts, agg.distinct)}
-    assert marks == {(200, 0, "died"): (1, 1), (200, 0, "replaced"): (3, 2), (400, 0, "revived"): (1, 1),
-                     (400, 1, "died"): (1, 1)}
-    assert int(agg.counts.sum()) == len(table)
-    assert len(EventTable.empty().aggregate()) == 0
-
-
-def test_aggregate_scales_to_hundreds_of_thousands():
-    rng = np.random.default_rng(0)
-    n = 400_000
-    table = EventTable(rng.integers(0, 50, n) * 100, rng.integers(0, 8, n).astype(np.int32),
-                       rng.integers(0, 65536, n), rng.integers(0, 3, n).astype(np.int8),
-                       *(np.full(n, np.nan, np.float32) for _ in range(3))).sorted()
-    agg = table.aggregate()
-    assert len(agg) == 50 * 8 * 3 and int(agg.counts.sum()) == n
-    step, layer, kind = int(agg.steps[5]), int(agg.layers[5]), int(agg.kinds[5])
-    assert table.codes_at(step, layer, kind).size == int(agg.distinct[5])
-
-
-def test_summary_arrays_leave_unknowns_nan():
-    sums = [Summary(200, 0, 5, 10, 7.5), Summary(200, 1, None), Summary(400, 0, 3, 12, 9.0)]
-    arrays = summary_arrays(sums, [200, 400], 2)
-    assert arrays["ema_dead"][0, 0] == 5 and np.isnan(arrays["ema_dead"][0, 1])
-    assert arrays["perplexity"][1, 0] == 9.0 and np.isnan(arrays["used"][1, 1])
-
-
-def test_died_at_is_the_start_of_the_current_dead_run():
-    dead = np.array([[1, 0, 0, 1, 0],
-                     [1, 1, 0, 0, 0],
-                     [1, 1, 1, 0, 1],
-                     [1, 0, 1, 0, 1]], dtype=bool)     # 4 checkpoints x 5 codes
-    steps = [100, 200, 300, 400]
-    codes, when = died_at_steps(dead, steps)
-    assert dict(zip(codes.tolist(), when.tolist())) == {0: 100, 2: 300, 4: 300}
-    codes, when = died_at_steps(dead, steps, reference=1)  # as seen at step 200
-    assert dict(zip(codes.tolist(), when.tolist())) == {0: 100, 1: 200}
-    assert died_at_mapping([dead, dead[:, :2]], steps) == {(0, 0): 100, (0, 2): 300, (0, 4): 300, (1, 0): 100}
-
-
-def test_pca_projection_matches_pca_2d_and_projects_new_points():
-    points = np.random.default_rng(1).normal(size=(300, 12)).astype(np.float32) * np.linspace(3, 0.1, 12)
-    proj = PcaProjection.fit(points, max_points=10_000)
-    np.testing.assert_allclose(proj.transform(points), pca_2d(points), rtol=1e-4, atol=1e-4)
-    shifted = proj.transform(points[:3] + 1.0)
-    assert shifted.shape == (3, 2)
-
-
 # --- frames ----------------------------------------------------------------------------------------------
 
-def test_read_training_frames_subsamples_and_reads_all_when_small():
+def test_sampled_frames_subsample_and_read_all_when_small():
     heldout = np.load(DEMO / "heldout.npy")
-    everything = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=10 ** 6)
+    everything = read_frames(max_frames=10 ** 6)
     assert everything.frames.shape == heldout.shape
     np.testing.assert_array_equal(everything.frames.numpy(), heldout)
     assert "(all)" in everything.note
-    few = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=1000, seed=1)
-    again = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=1000, seed=1)
+    few = read_frames(max_frames=1000, seed=1)
+    again = read_frames(max_frames=1000, seed=1)
     assert 800 <= len(few.frames) <= 1000 and few.frames.shape[1] == 80
     torch.testing.assert_close(few.frames, again.frames)
     assert few.key == again.key != everything.key
 
 
-def test_read_training_frames_can_be_cancelled():
+def test_sampling_frames_can_be_cancelled():
     from rvq_viewer.errors import CancelledError
-    cancel = threading.Event()
-    cancel.set()
     with pytest.raises(CancelledError):
-        read_training_frames([DEMO / "heldout.npy"], 80, cancel=cancel)
+        read_frames(should_stop=lambda: True)
 
 
 def test_loaded_codebooks_reason():
@@ -153,13 +83,12 @@ def test_step_batches_add_up_to_the_trainers_events():
     np.testing.assert_array_equal(history.curve("dead")[-1], stats[-1].dead)
 
 
-def test_train_stream_pauses_stops_and_evaluates(tmp_path):
+def test_train_steps_pause_stop_and_evaluate(tmp_path):
     settings = dataclasses.replace(TINY, steps=10_000)
     control = TrainControl()
     cancel = threading.Event()
-    frames = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=3000)
-    stream = train_stream(cancel, control, dataclasses.replace(settings, codebook_size=32), frames=frames,
-                          interval=0.0)
+    frames = read_frames(max_frames=3000)
+    stream = train_steps(cancel, control, dataclasses.replace(settings, codebook_size=32), frames, interval=0.0)
     first = next(stream)
     assert isinstance(first, TrainStatus) and first.state == "running" and first.frames is frames
     batch = next(stream)
@@ -181,17 +110,17 @@ def test_train_stream_pauses_stops_and_evaluates(tmp_path):
     assert len(final.evaluation.utilization) == 2
 
 
-def test_train_stream_reads_frames_and_finishes():
+def test_train_job_reads_frames_and_finishes():
     control = TrainControl()
-    out = list(train_stream(threading.Event(), control, TINY, feature_paths=[DEMO / "heldout.npy"], dim=80,
-                            max_frames=2000, interval=0.0))
+    out = list(train_job(threading.Event(), control, TINY, spec=HELDOUT, quantizer=load_quantizer(DEMO / "healthy.pt"),
+                         max_frames=2000, interval=0.0))
     states = [v.state for v in out if isinstance(v, TrainStatus)]
     assert states[0] == "reading" and states[-1] == "finished"
     assert sum(len(v) for v in out if isinstance(v, StepBatch)) == TINY.steps
     assert control.trainer.step_count == TINY.steps
     # with k-means init the first step (which runs k-means) is done before "running" is said
     kmeans = dataclasses.replace(TINY, kmeans_init=True, kmeans_iters=3, steps=3)
-    out = list(train_stream(threading.Event(), TrainControl(), kmeans, frames=out[1].frames, interval=0.0))
+    out = list(train_steps(threading.Event(), TrainControl(), kmeans, out[1].frames, interval=0.0))
     states = [(v.state, v.step) for v in out if isinstance(v, TrainStatus)]
     assert states[0] == ("initialising", 0) and states[1] == ("running", 1) and states[-1] == ("finished", 3)
     assert sum(len(v) for v in out if isinstance(v, StepBatch)) == 3
@@ -200,10 +129,10 @@ def test_train_stream_reads_frames_and_finishes():
 
 def test_stop_during_kmeans_init_ends_at_once_with_nothing_to_save():
     # k-means is inside the first step and takes seconds at large K: Stop must not wait for it.
-    frames = read_training_frames([DEMO / "heldout.npy"], 80, max_frames=2000)
+    frames = read_frames(max_frames=2000)
     settings = dataclasses.replace(TINY, kmeans_init=True, kmeans_iters=50, steps=5)
     control = TrainControl()
-    stream = train_stream(threading.Event(), control, settings, frames=frames, interval=0.0)
+    stream = train_steps(threading.Event(), control, settings, frames, interval=0.0)
     assert next(stream).state == "initialising"
     control.stop.set()
     rest = list(stream)
@@ -212,7 +141,7 @@ def test_stop_during_kmeans_init_ends_at_once_with_nothing_to_save():
 
 
 def test_kmeans_asks_should_stop_before_every_step():
-    from rvq_viewer.core.kmeans import kmeans
+    from rvq_viewer.quant.kmeans import kmeans
     from rvq_viewer.errors import CancelledError
     asked = []
     data = torch.randn(500, 4, generator=torch.Generator().manual_seed(0))
@@ -225,8 +154,8 @@ def test_kmeans_asks_should_stop_before_every_step():
 
 def test_cancel_ends_the_stream_quietly():
     cancel = threading.Event()
-    stream = train_stream(cancel, TrainControl(), dataclasses.replace(TINY, steps=10 ** 6),
-                          frames=read_training_frames([DEMO / "heldout.npy"], 80, max_frames=2000), interval=0.0)
+    stream = train_steps(cancel, TrainControl(), dataclasses.replace(TINY, steps=10 ** 6),
+                         read_frames(max_frames=2000), interval=0.0)
     next(stream)
     next(stream)
     cancel.set()

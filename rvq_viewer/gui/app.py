@@ -51,13 +51,10 @@ def preload() -> None:
     import torch
     from scipy.spatial import cKDTree
 
-    from .. import audit, io  # noqa: F401
+    from .. import analysis, io, pipeline  # noqa: F401
+    from ..analysis import diagnosis  # noqa: F401
     cKDTree(np.zeros((4, 2)))
     torch.zeros(1)
-    try:
-        from .. import diagnosis  # noqa: F401
-    except ImportError:
-        pass
 
 
 def create_application(argv: list[str] | None = None):
@@ -66,7 +63,7 @@ def create_application(argv: list[str] | None = None):
     from PySide6.QtWidgets import QApplication
 
     from .compat import install_refcount_guard
-    from .views.common import configure_pyqtgraph
+    from .widgets.common import configure_pyqtgraph
     app = QApplication.instance() or QApplication(["rvq-viewer", *(argv or [])])
     app.setApplicationName("rvq-viewer")
     app.setOrganizationName("rvq-viewer")
@@ -86,7 +83,7 @@ def create_application(argv: list[str] | None = None):
 
 def make_umap_service():
     """The UMAP child-process service, or None where umap-learn is missing."""
-    from ..projection import UmapService, umap_available
+    from ..analysis.umap_service import UmapService, umap_available
     from . import settings
     if not umap_available():
         return None
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application()
     preload()
 
-    from ..cli import demo_paths
+    from ..locations import demo_paths
     from .main_window import MainWindow
     service = None if args.no_umap else make_umap_service()
     window = MainWindow(umap_service=service)

@@ -19,7 +19,6 @@ DEFAULTS: dict[str, object] = {
     "recent": [],                  # [{"checkpoint": str, "features": [str, ...]}], newest first
     "last_dir": "",
     "device": "auto",
-    "chunk_frames": 4096,          # frames per audit chunk: small enough to stream and cancel quickly
     "histogram/log": True,
     "histogram/sorted": False,
     "map/all_layers": False,

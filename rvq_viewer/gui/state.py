@@ -1,8 +1,34 @@
-"""The selection every view follows: a layer, and optionally one code in it."""
+"""The application's state, as one evented model the panels subscribe to (napari's evented models).
+
+- `Selection`: the layer every view follows, and optionally one code in it;
+- `AppState`: the open session, the audit snapshot, the centroid map's projection and the device, with a
+  signal for each change. The window sets them; panels never reach into the window or into each other.
+
+Snapshots reach their subscribers one at a time, `STAGGER_MS` apart: a view's update repaints its plot in
+a chain of posted events that Qt runs in one pass of the event loop, and two views updated 1 ms apart
+landed in the same pass (a 60-100 ms stall; benchmarks/ui.py). Subscribers take turns: one that has just
+drawn goes to the back, so while snapshots come faster than a round every view still draws a recent one.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, Signal
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
+
+STAGGER_MS = 30
+
+
+@dataclass(frozen=True)
+class MapOverlay:
+    """A path to draw on the centroid map: points in layer `layer`'s codebook space (e.g. one code's
+    centroid at every checkpoint of a series). The map projects them with its own projection."""
+
+    layer: int
+    points: np.ndarray       # [S, D]
+    label: str
 
 
 class Selection(QObject):
@@ -72,3 +98,96 @@ class Selection(QObject):
 
     def clear_code(self) -> None:
         self.set_code(self._layer, -1)
+
+
+class AppState(QObject):
+    """What the window shows. Panels connect to the signals (and `subscribe_snapshots`); the window and
+    its controllers call the setters."""
+
+    session_changed = Signal(object)     # Session | None
+    snapshot_shown = Signal(object)      # a Snapshot every subscriber has drawn
+    audit_finished = Signal(object)      # the last Snapshot of an audit: complete or cancelled
+    map_changed = Signal(object)         # the MapGeometry the centroid map now shows (None: none)
+    overlay_changed = Signal(object)     # the MapOverlay to draw on the map (None: none)
+    device_changed = Signal(str)
+    message = Signal(str, str)           # text, kind ("error", "info"): shown in the window's banner
+    view_requested = Signal(str)         # bring a view forward ("histogram", "centroids", ...)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.selection = Selection(self)
+        self.session = None
+        self.snapshot = None
+        self.map_geometry = None
+        self.overlay: MapOverlay | None = None
+        self._device = "auto"
+        self._subscribers: list[Callable] = []
+        self._stale: list[Callable] = []
+        self._stagger = QTimer(self)
+        self._stagger.setSingleShot(True)
+        self._stagger.timeout.connect(self._deliver_next)
+        self._since = QElapsedTimer()
+        self._since.start()
+
+    # --- device -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def set_device(self, device: str) -> None:
+        if device != self._device:
+            self._device = device
+            self.device_changed.emit(device)
+
+    # --- session ------------------------------------------------------------------------------------------
+    def set_session(self, session) -> None:
+        """A new session: the snapshot goes, every panel hears of it at once."""
+        self._stale.clear()
+        self.session = session
+        self.snapshot = None
+        self.selection.reset(session.n_q if session is not None else 0)
+        self.session_changed.emit(session)
+
+    # --- snapshots ----------------------------------------------------------------------------------------
+    def subscribe_snapshots(self, callback: Callable) -> None:
+        """`callback(snapshot)` for every snapshot shown, in turns with the other subscribers."""
+        self._subscribers.append(callback)
+
+    def set_snapshot(self, snapshot) -> None:
+        self.snapshot = snapshot
+        self._stale.extend(s for s in self._subscribers if s not in self._stale)
+        if not self._stagger.isActive():
+            self._stagger.start(max(0, STAGGER_MS - int(self._since.elapsed())))
+
+    @property
+    def delivering(self) -> bool:
+        """Some subscriber has yet to draw the newest snapshot."""
+        return bool(self._stale)
+
+    def _deliver_next(self) -> None:
+        if not self._stale or self.snapshot is None:
+            return
+        self._stale.pop(0)(self.snapshot)
+        self._since.restart()
+        if self._stale:
+            self._stagger.start(STAGGER_MS)
+            return
+        self.snapshot_shown.emit(self.snapshot)
+        if self.snapshot.complete or self.snapshot.cancelled:
+            self.audit_finished.emit(self.snapshot)
+
+    # --- the rest -----------------------------------------------------------------------------------------
+    def set_map(self, geometry) -> None:
+        if geometry is not self.map_geometry:
+            self.map_geometry = geometry
+            self.map_changed.emit(geometry)
+
+    def set_overlay(self, overlay: MapOverlay | None) -> None:
+        self.overlay = overlay
+        self.overlay_changed.emit(overlay)
+
+    def show_message(self, text: str, kind: str = "error") -> None:
+        self.message.emit(text, kind)
+
+    def request_view(self, name: str) -> None:
+        self.view_requested.emit(name)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import Quantizer
+from ..quant import Quantizer
 from ..errors import LoadError, RvqViewerError
 from .containers import read_container
 from .formats import FORMATS, Checkpoint, Format, unwrap

@@ -4,7 +4,8 @@ One file, no external resources (no scripts, fonts, stylesheets or images to fet
 attached to an issue or a review as it is. Charts are inline SVG written from numpy (see `svg.py` for
 why), which also keeps the report writable on a CI machine without a display or Qt.
 
-    write_html("report.html", result, quantizer, verdicts, comparison=None, pairs=None)
+    write_report("report.html", outcome)                 # an AuditOutcome of rvq_viewer.pipeline
+    write_report("report.html", outcome, compared)       # with a CompareOutcome of it and another audit
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import math
 from html import escape
 from pathlib import Path
 
-from .. import __version__
-from ..audit.result import AuditResult
-from ..compare import Comparison
-from ..core import Quantizer
-from ..diagnosis import Verdict, rules, worst
-from ..diagnosis.redundancy import PairAccumulator
+from ..analysis.audit import AuditResult, PairAccumulator
+from ..analysis.compare import Comparison
+from ..analysis.diagnosis import Verdict, rules, worst
 from ..io.outputs import atomic_write_text
+from ..quant import Quantizer
+from ..version import __version__
 from . import charts
 from .svg import SEVERITY_COLORS
 
@@ -266,4 +266,16 @@ def write_html(path: str | Path, result: AuditResult, quantizer: Quantizer | Non
     return Path(path)
 
 
-__all__ = ["render_html", "write_html"]
+def write_report(path: str | Path, outcome, compared=None, title: str | None = None) -> Path:
+    """The report of a pipeline `AuditOutcome` (with the pair statistics its audit gathered) and, when
+    given, of a `CompareOutcome` whose side A it is."""
+    if outcome.verdicts is None:
+        raise ValueError("no verdicts to report: the audit did not finish or its diagnosis failed")
+    comparison = verdicts_b = None
+    if compared is not None:
+        comparison, verdicts_b = compared.comparison, compared.b.verdicts
+    return write_html(path, outcome.result, outcome.quantizer, outcome.verdicts, comparison, outcome.result.pairs,
+                      title, verdicts_b)
+
+
+__all__ = ["render_html", "write_html", "write_report"]

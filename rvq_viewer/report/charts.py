@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 
-from ..audit.result import AuditResult, LayerReport
-from ..compare import Comparison, Projection, joint_projection, rank_frequency
-from ..diagnosis import rules
-from ..diagnosis.redundancy import PairAccumulator
+from ..analysis.audit import AuditResult, LayerReport, PairAccumulator
+from ..analysis.compare import Comparison, Projection, joint_projection, rank_frequency
+from ..analysis.diagnosis import rules
 from .svg import MAX_POINTS, PALETTE, SEVERITY_COLORS, Axis, Chart, log_samples, ramp
 
 A_COLOR, B_COLOR = PALETTE[0], PALETTE[1]
@@ -209,6 +208,6 @@ def match_chart(comparison: Comparison, layer: int, width: int = NARROW, height:
                   "distance / A's median code spacing", "codes of A")
     centers = (edges[:-1] + edges[1:]) / 2
     chart.bars(centers, hist, A_COLOR, (edges[1] - edges[0]) * 0.9)
-    from ..compare import CLOSE_MATCH
+    from ..analysis.compare import CLOSE_MATCH
     chart.vline(CLOSE_MATCH, "#2e7d32", label=f"close match < {CLOSE_MATCH}")
     return chart.render(f"Layer {layer}: nearest-code distances from A to B")

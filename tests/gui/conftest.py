@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QThread, QThreadPool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-# The engine's process-wide CPU search pool (rvq_viewer.core.search.CpuWorkers): started on the first
+# The engine's process-wide CPU search pool (rvq_viewer.quant.search.CpuWorkers): started on the first
 # audit and kept on purpose for the life of the process, so it is not a leak of the test that started it.
 PERSISTENT_THREADS = "rvq-worker-"
 DEMO = ROOT / "assets" / "demo"
@@ -151,7 +151,7 @@ class FakeUmapService:
         self.closed = True
 
     def embed(self, points, params=None, cancelled=None, timeout=None, init=None):
-        from rvq_viewer.projection import Embedding, ProjectionCancelled, pca_2d
+        from rvq_viewer.analysis.umap_service import Embedding, ProjectionCancelled, pca_2d
         self.calls += 1
         end = time.monotonic() + (self.first_delay if self.calls == 1 else self.delay)
         while time.monotonic() < end:

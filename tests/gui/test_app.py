@@ -13,15 +13,16 @@ from PySide6.QtGui import QDropEvent, QImage
 from rvq_viewer import cli
 from rvq_viewer.gui import settings
 from rvq_viewer.gui.main_window import MainWindow
+from rvq_viewer.gui.menus import fill_recent
 
 from .conftest import ROOT, wait_views
 
 
 def test_settings_defaults_types_and_recent():
     assert settings.get("histogram/log") is True
-    assert settings.get("chunk_frames") == 4096
-    settings.set("chunk_frames", 512)
-    assert settings.get("chunk_frames") == 512
+    assert settings.get("device") == "auto"
+    settings.set("device", "cpu")
+    assert settings.get("device") == "cpu"
     try:
         settings.get("no/such/key")
     except KeyError:
@@ -53,8 +54,8 @@ def test_layout_toggles_and_recent_files_are_restored(qtbot, demo):
     assert second.histogram.sorted_box.isChecked()
     second.reset_layout()
     assert not second.docks["dead_codes"].isHidden()
-    second._fill_recent()
-    labels = [a.text() for a in second.recent_menu.actions()]
+    fill_recent(second)
+    labels = [a.text() for a in second.commands.menu("file.recent").actions()]
     assert any("healthy.pt" in label for label in labels)
     second.close()
 
@@ -80,7 +81,7 @@ def test_drag_and_drop_checkpoint_and_features(window, qtbot, demo):
 
 
 def test_exports_match_the_cli(loaded, tmp_path, demo):
-    files = loaded.export_all(tmp_path / "out")
+    files = loaded.exporter.export_all(tmp_path / "out")
     names = sorted(p.name for p in files)
     assert names == sorted(["overview.csv", "dead_codes_layer0.csv", "histogram_layer0.png",
                             "centroid_map.png", "residuals.png", "audit.json"])
@@ -107,7 +108,7 @@ def test_exports_match_the_cli(loaded, tmp_path, demo):
 def test_export_to_an_unwritable_place_is_a_message(loaded, tmp_path):
     target = tmp_path / "file"
     target.write_text("x")
-    assert not loaded._export(loaded.overview.export_csv, target / "sub" / "overview.csv")
+    assert not loaded.exporter.export(loaded.overview.export_csv, target / "sub" / "overview.csv")
     assert loaded.banner.isVisible() and "cannot export" in loaded.banner.text()
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from PySide6.QtCore import Qt
 
-from rvq_viewer.audit import build_result
-from rvq_viewer.audit.stats import AuditAccumulator
-from rvq_viewer.core import Quantizer
-from rvq_viewer.gui.model import Session, Snapshot
-from rvq_viewer.gui.state import Selection
-from rvq_viewer.gui.views import CentroidMapView, DeadCodesView, HistogramView
+from rvq_viewer.analysis.audit import build_result
+from rvq_viewer.analysis.audit.stats import AuditAccumulator
+from rvq_viewer.quant import Quantizer
+from rvq_viewer.app.session import Session, Snapshot
+from rvq_viewer.gui.panels import CentroidMapView, DeadCodesView, HistogramView
+from rvq_viewer.gui.state import AppState
+from rvq_viewer.pipeline import AuditSpec
 
 K = 65_536
 
@@ -32,17 +33,17 @@ def _big_session_and_snapshot():
     acc.input.add(frames)
     acc.layers[0].residual.add(frames * 0.5)
     result = build_result(acc, q)
-    session = Session(checkpoint=Path("big.npy"), features=[], quantizer=q, source=None, total_frames=0,
+    session = Session(spec=AuditSpec(Path("big.npy")), quantizer=q, source=None, total_frames=0,
                       codebooks=[book], norms=[np.linalg.norm(book, axis=1)], ema_sizes=None, ema_dead=None)
-    snap = Snapshot(result=result, counts=[counts], frames_done=int(counts.sum()), frames_total=None,
-                    elapsed=1.0, complete=True)
+    snap = Snapshot(result=result, frames_done=int(counts.sum()), frames_total=None, elapsed=1.0, complete=True)
     return session, snap, counts
 
 
 def test_histogram_of_65536_codes_draws_bounded_bins_and_maps_clicks_exactly(qtbot):
     session, snap, counts = _big_session_and_snapshot()
-    sel = Selection()
-    view = HistogramView(sel)
+    state = AppState()
+    sel = state.selection
+    view = HistogramView(state)
     qtbot.addWidget(view)
     view.resize(700, 300)
     view.show()
@@ -61,8 +62,9 @@ def test_histogram_of_65536_codes_draws_bounded_bins_and_maps_clicks_exactly(qtb
 
 def test_map_of_65536_codes_uses_few_items_and_a_kdtree(qtbot):
     session, snap, counts = _big_session_and_snapshot()
-    sel = Selection()
-    view = CentroidMapView(sel, umap_service=None)
+    state = AppState()
+    sel = state.selection
+    view = CentroidMapView(state, umap_service=None)
     qtbot.addWidget(view)
     view.resize(700, 600)
     view.show()
@@ -83,8 +85,9 @@ def test_map_of_65536_codes_uses_few_items_and_a_kdtree(qtbot):
 
 def test_dead_code_list_of_65536_codes_sorts_without_python_per_row(qtbot):
     session, snap, counts = _big_session_and_snapshot()
-    sel = Selection()
-    view = DeadCodesView(sel)
+    state = AppState()
+    sel = state.selection
+    view = DeadCodesView(state)
     qtbot.addWidget(view)
     view.show()
     sel.reset(1)

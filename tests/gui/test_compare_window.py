@@ -12,16 +12,12 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFileDialog
 from PySide6.QtTest import QTest
 
 from rvq_viewer import cli
-from rvq_viewer.compare import compare, rank_frequency
-from rvq_viewer.gui import compare_window as cwmod
-from rvq_viewer.gui.compare_jobs import CompareSpec, compare_job, html_path
-from rvq_viewer.gui.compare_window import CompareDialog, install
+from rvq_viewer.analysis.compare import compare, rank_frequency
+from rvq_viewer.app.compare_jobs import CompareSpec, compare_job, html_path
+from rvq_viewer.gui.compare import CompareDialog
+from rvq_viewer.gui.compare.window import HTML_FILTER
 
 from .conftest import wait_views
-
-
-def _menu(parent, title):
-    return next(a.menu() for a in parent.actions() if a.menu() is not None and a.text().replace("&", "") == title)
 
 
 def _run(job):
@@ -60,9 +56,9 @@ def test_dialog_checks_what_can_be_compared(qtbot, demo, tmp_path):
     assert not ok.isEnabled() and "B is A" in dialog.hint.text()
     dialog.ckpt_b.setText(str(demo["collapsed"]))
     assert ok.isEnabled()
-    spec = dialog.spec("cpu", 2048)
+    spec = dialog.spec("cpu")
     assert spec.checkpoint_b == demo["collapsed"] and spec.effective_features_b == demo["features"]
-    assert spec.device == "cpu" and spec.chunk_frames == 2048
+    assert spec.device == "cpu"
     dialog.feat_b.setText(str(tmp_path / "missing.npy"))
     assert not ok.isEnabled() and "no such file" in dialog.hint.text()
     dialog.ckpt_b.setText(str(demo["healthy"]))
@@ -73,16 +69,17 @@ def test_dialog_checks_what_can_be_compared(qtbot, demo, tmp_path):
 
 
 def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkeypatch):
-    installed = install(window)
-    file_menu = _menu(window.menuBar(), "File")
+    installed = window.compare
+    act_compare = window.commands["file.compare"]
+    file_menu = window.commands.menu("file")
     texts = [a.text() for a in file_menu.actions()]
     assert texts.index("Co&mpare with…") < texts.index("&Export")
-    assert _menu(file_menu, "Export").actions()[0] is installed.act_html
-    assert not installed.act_compare.isEnabled()
+    assert window.commands.menu("file.export").actions()[0] is window.commands["export.html"]
+    assert not act_compare.isEnabled()
 
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
-    assert installed.act_compare.isEnabled()
+    assert act_compare.isEnabled()
 
     # File ▸ Compare with…: the dialog comes up with A filled in; B = the collapsed checkpoint.
     def fake_exec(dialog):
@@ -90,8 +87,8 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
         dialog.ckpt_b.setText(str(demo["collapsed"]))
         return QDialog.DialogCode.Accepted
     monkeypatch.setattr(CompareDialog, "exec", fake_exec)
-    installed.act_compare.trigger()
-    cw = installed.compare_window
+    act_compare.trigger()
+    cw = installed.window
     with qtbot.waitSignal(cw.comparison_ready, timeout=30_000) as blocker:
         pass
     outcome = blocker.args[0]
@@ -117,20 +114,20 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     # Histograms on one axis: two step curves; two checkpoints start rank-frequency sorted.
     assert cw.sorted_box.isChecked()
     cw.log_box.setChecked(False)
-    xa, ya = cw.curve_a.getData()
+    xa, ya = cw.usage.usage_a.curve.getData()
     np.testing.assert_allclose(ya, rank_frequency(c.usage_a[0]))
     assert len(xa) == len(ya) + 1                                      # stepMode="center"
     cw.sorted_box.setChecked(False)
-    _, ya = cw.curve_a.getData()
-    _, yb = cw.curve_b.getData()
+    _, ya = cw.usage.usage_a.curve.getData()
+    _, yb = cw.usage.usage_b.curve.getData()
     np.testing.assert_array_equal(ya, c.usage_a[0])
     np.testing.assert_array_equal(yb, c.usage_b[0])
 
     # Joint projection: both sets, used and unused apart, on the PCA fitted once on both.
     p = expected.projections[0]
-    assert len(cw.points_a.data) + len(cw.points_a_unused.data) == 512
-    assert len(cw.points_b.data) == int((np.asarray(c.usage_b[0]) > 0).sum())
-    np.testing.assert_allclose(np.sort(cw.points_b.data["x"]), np.sort(p.b[np.asarray(c.usage_b[0]) > 0, 0]),
+    assert len(cw.projection.points_a.data) + len(cw.projection.points_a_unused.data) == 512
+    assert len(cw.projection.points_b.data) == int((np.asarray(c.usage_b[0]) > 0).sum())
+    np.testing.assert_allclose(np.sort(cw.projection.points_b.data["x"]), np.sort(p.b[np.asarray(c.usage_b[0]) > 0, 0]),
                                rtol=1e-6)
 
     # Matching table <-> selection: a row rings A's code and its nearest B code.
@@ -142,10 +139,10 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     assert (cw.selection.layer, cw.selection.code) == (0, 25)
     b = int(match.index[25])
     assert model.index(row, 2).data() == str(b)
-    np.testing.assert_allclose([cw.ring_a.data["x"][0], cw.ring_a.data["y"][0]], p.a[25], rtol=1e-6)
-    np.testing.assert_allclose([cw.ring_b.data["x"][0], cw.ring_b.data["y"][0]], p.b[b], rtol=1e-6)
-    assert f"B code {b}" in cw.code_label.text()
-    assert cw.code_line_a.value() == pytest.approx(25.5)
+    np.testing.assert_allclose([cw.projection.ring_a.data["x"][0], cw.projection.ring_a.data["y"][0]], p.a[25], rtol=1e-6)
+    np.testing.assert_allclose([cw.projection.ring_b.data["x"][0], cw.projection.ring_b.data["y"][0]], p.b[b], rtol=1e-6)
+    assert f"B code {b}" in cw.projection.code_label.text()
+    assert cw.usage.code_line_a.value() == pytest.approx(25.5)
 
     # Sorting by distance keeps the selection on the same code.
     view.sortByColumn(3, Qt.SortOrder.DescendingOrder)
@@ -156,18 +153,18 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
 
     # A click on a point of A selects it.
     target = 300
-    vb = cw.proj.getPlotItem().getViewBox()
+    vb = cw.projection.plot.getPlotItem().getViewBox()
     cw.selection.set_code(0, -1)
     scene = vb.mapViewToScene(QPointF(*p.a[target]))
-    viewport = cw.proj.mapFromScene(scene)
-    QTest.mouseClick(cw.proj.viewport(), Qt.MouseButton.LeftButton, pos=viewport)
+    viewport = cw.projection.plot.mapFromScene(scene)
+    QTest.mouseClick(cw.projection.plot.viewport(), Qt.MouseButton.LeftButton, pos=viewport)
     qtbot.waitUntil(lambda: cw.selection.code >= 0, timeout=2000)
     picked = cw.selection.code
     assert np.linalg.norm(p.a[picked] - p.a[target]) < 0.5
 
     # Another layer redraws everything for it.
     cw.layer_box.setCurrentIndex(2)
-    assert cw.selection.layer == 2 and model.rowCount() == 512 and "Layer 2" in cw.hist_label.text()
+    assert cw.selection.layer == 2 and model.rowCount() == 512 and "Layer 2" in cw.usage.label.text()
     assert table.selectionModel().isRowSelected(7)
 
     # A is the checkpoint open in the main window: one selected code in both windows, either way.
@@ -176,7 +173,7 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     assert (window.selection.layer, window.selection.code) == (2, 44)
     window.selection.set_code(1, 40)
     assert (cw.selection.layer, cw.selection.code) == (1, 40)
-    assert window.histogram.select_line.isVisible() and cw.ring_a.isVisible()
+    assert window.histogram.select_line.isVisible() and cw.projection.ring_a.isVisible()
     # Another checkpoint in the main window: its codes are not A's, the selections go their own ways.
     window.open(demo["collapsed"], demo["features"])
     wait_views(qtbot, window)
@@ -186,12 +183,12 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
 
 
 def test_cancel_fail_and_close_leave_no_thread(window, qtbot, demo, tmp_path):
-    installed = install(window)
+    installed = window.compare
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
     spec = CompareSpec(demo["healthy"], demo["features"], demo["healthy"], [demo["healthy"].parent / "features"],
-                       "cpu", 256)
-    cw = installed.start_compare(spec)
+                       "cpu")
+    cw = installed.start(spec)
     assert cw.busy and cw.cancel_button.isVisible()
     fired = []
     cw.comparison_ready.connect(fired.append)
@@ -203,10 +200,10 @@ def test_cancel_fail_and_close_leave_no_thread(window, qtbot, demo, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_text("not a checkpoint")
     with qtbot.waitSignal(cw.failed, timeout=20_000) as failure:
-        installed.start_compare(CompareSpec(demo["healthy"], demo["features"], broken))
+        installed.start(CompareSpec(demo["healthy"], demo["features"], broken))
     assert "broken.pt" in failure.args[0] and "broken.pt" in cw.banner.text() and cw.outcome is None
 
-    installed.start_compare(spec)
+    installed.start(spec)
     assert cw.busy
     window.close()                             # closing the main window stops the comparison too
     assert not cw.busy and not cw.isVisible()
@@ -219,17 +216,17 @@ def _strip_stamp(text: str) -> str:
 
 
 def test_html_reports_match_the_cli(window, qtbot, demo, tmp_path, monkeypatch):
-    installed = install(window)
-    assert not installed.act_html.isEnabled()
+    installed, exporter, act_html = window.compare, window.exporter, window.commands["export.html"]
+    assert not act_html.isEnabled()
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
-    assert installed.act_html.isEnabled()
+    assert act_html.isEnabled()
 
     # Export ▸ HTML report… (the save dialog answered): what `rvq-viewer report` writes.
     ours = tmp_path / "ours"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(ours), HTML))
-    with qtbot.waitSignal(installed.report_written, timeout=30_000) as blocker:
-        installed.act_html.trigger()
+    with qtbot.waitSignal(exporter.report_written, timeout=30_000) as blocker:
+        act_html.trigger()
     assert blocker.args[0] == tmp_path / "ours.html"
     theirs = tmp_path / "cli.html"
     assert cli.main(["report", str(demo["healthy"]), *map(str, demo["features"]), "--html", str(theirs),
@@ -237,10 +234,10 @@ def test_html_reports_match_the_cli(window, qtbot, demo, tmp_path, monkeypatch):
     assert _strip_stamp((tmp_path / "ours.html").read_text()) == _strip_stamp(theirs.read_text())
 
     # With the comparison open, the main window's report carries it; and the compare window's own.
-    cw = installed.start_compare(CompareSpec(demo["healthy"], demo["features"], demo["collapsed"]))
+    cw = installed.start(CompareSpec(demo["healthy"], demo["features"], demo["collapsed"]))
     qtbot.waitUntil(lambda: cw.ready, timeout=30_000)
-    with qtbot.waitSignal(installed.report_written, timeout=30_000):
-        assert installed.export_html(tmp_path / "with.html")
+    with qtbot.waitSignal(exporter.report_written, timeout=30_000):
+        assert exporter.export_html(tmp_path / "with.html")
     text = (tmp_path / "with.html").read_text()
     assert "Comparison: two quantizers" in text and "collapsed.pt" in text
     cli_cmp = tmp_path / "cli_cmp.html"
@@ -250,15 +247,15 @@ def test_html_reports_match_the_cli(window, qtbot, demo, tmp_path, monkeypatch):
     assert re.sub(r"<b>[AB]</b> = [^(]*\(", "", body(text)) == re.sub(r"<b>[AB]</b> = [^(]*\(", "", body(
         cli_cmp.read_text()))
     with qtbot.waitSignal(cw.report_written, timeout=30_000):
-        assert cw.export_html(tmp_path / "cmp.html", pairs=False)
+        assert cw.export_html(tmp_path / "cmp.html")
     assert "Comparison: two quantizers" in (tmp_path / "cmp.html").read_text()
 
     # A place that cannot be written is a message, not a crash.
     blocker_file = tmp_path / "file"
     blocker_file.write_text("x")
-    with qtbot.waitSignal(installed.report_failed, timeout=30_000):
-        installed.export_html(blocker_file / "sub" / "r.html", pairs=False)
+    with qtbot.waitSignal(exporter.report_failed, timeout=30_000):
+        exporter.export_html(blocker_file / "sub" / "r.html")
     assert "cannot write the HTML report" in window.banner.text()
 
 
-HTML = cwmod.HTML_FILTER
+HTML = HTML_FILTER

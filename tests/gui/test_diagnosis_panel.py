@@ -7,11 +7,10 @@ import dataclasses
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
-from rvq_viewer.diagnosis import Verdict, diagnose
-from rvq_viewer.gui.compare_window import install
-from rvq_viewer.gui.state import Selection
-from rvq_viewer.gui.views.diagnosis_panel import (DiagnosisPanel, compact_evidence, ordered_groups, short_title,
-                                                  target_of)
+from rvq_viewer.analysis.diagnosis import Verdict, diagnose
+from rvq_viewer.gui.panels.diagnosis_panel import (DiagnosisPanel, compact_evidence, ordered_groups, short_title,
+                                                   target_of)
+from rvq_viewer.gui.state import AppState
 from rvq_viewer.io import load_quantizer
 
 from .conftest import wait_views
@@ -48,10 +47,12 @@ def test_helpers_group_target_and_compact_evidence():
 
 
 def test_panel_lists_by_severity_and_clicking_goes_to_the_evidence(qtbot):
-    selection = Selection()
+    state = AppState()
+    selection = state.selection
     selection.reset(2)
     asked = []
-    panel = DiagnosisPanel(selection, show_view=asked.append)
+    state.view_requested.connect(asked.append)
+    panel = DiagnosisPanel(state)
     qtbot.addWidget(panel)
     panel.resize(380, 600)
     panel.show()
@@ -99,8 +100,7 @@ def test_panel_lists_by_severity_and_clicking_goes_to_the_evidence(qtbot):
 
 
 def test_panel_in_the_window_follows_the_audit_and_raises_docks(window, qtbot, demo):
-    installed = install(window)
-    panel, dock = installed.panel, installed.dock
+    panel, dock = window.diagnosis, window.docks["diagnosis"]
     assert window.docks["diagnosis"] is dock and dock.isVisible()
     assert window.dockWidgetArea(dock) == Qt.DockWidgetArea.LeftDockWidgetArea
     view_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
@@ -130,7 +130,7 @@ def test_panel_in_the_window_follows_the_audit_and_raises_docks(window, qtbot, d
     assert window.dead_codes.table.layer == 3
 
     # A re-run clears the verdicts while it streams (none stale), and brings them back when complete.
-    cancelled = dataclasses.replace(snap, complete=False, cancelled=True, verdicts=None)
+    cancelled = dataclasses.replace(snap, complete=False, cancelled=True, final=False)
     panel.set_snapshot(cancelled)
     assert panel.verdicts is None and "cancelled" in panel.summary.text()
     window.start_audit()
@@ -139,18 +139,18 @@ def test_panel_in_the_window_follows_the_audit_and_raises_docks(window, qtbot, d
 
 
 def test_a_failed_diagnosis_is_a_note_not_a_crash(window, qtbot, demo):
-    installed = install(window)
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
-    broken = dataclasses.replace(window.snapshot, verdicts=None, diagnosis_error="diagnosis failed: boom")
-    installed.panel.set_snapshot(broken)
-    assert "diagnosis failed: boom" in installed.panel.summary.text()
-    assert installed.panel.tree.topLevelItemCount() == 0
+    panel = window.diagnosis
+    broken = dataclasses.replace(window.snapshot, verdicts=None, final=False, diagnosis_error="diagnosis failed: boom")
+    panel.set_snapshot(broken)
+    assert "diagnosis failed: boom" in panel.summary.text()
+    assert panel.tree.topLevelItemCount() == 0
     quantizer = load_quantizer(demo["healthy"])
     healthy = diagnose(window.snapshot.result, quantizer)
-    installed.panel.set_verdicts(healthy)
-    assert "Healthy" in installed.panel.summary.text()
-    assert installed.dock.windowTitle() == "Diagnosis · ✔ healthy"
+    panel.set_verdicts(healthy)
+    assert "Healthy" in panel.summary.text()
+    assert window.docks["diagnosis"].windowTitle() == "Diagnosis · ✔ healthy"
 
 
 def test_the_dock_keeps_its_place_and_visibility_across_sessions(qtbot):
@@ -159,23 +159,22 @@ def test_the_dock_keeps_its_place_and_visibility_across_sessions(qtbot):
     first = MainWindow(umap_service=None)
     qtbot.addWidget(first)
     first.show()
-    dock = install(first).dock
+    dock = first.docks["diagnosis"]
     first.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
     first.close()                                   # saves the window state
 
     second = MainWindow(umap_service=None)
     qtbot.addWidget(second)
     second.show()
-    dock = install(second).dock                     # installed after the window restored its state
+    dock = second.docks["diagnosis"]
     assert second.dockWidgetArea(dock) == Qt.DockWidgetArea.RightDockWidgetArea and dock.isVisible()
     dock.hide()
     second.close()
 
     third = MainWindow(umap_service=None)
     qtbot.addWidget(third)
-    installed = install(third)                      # before the window shows: placed when it does
     third.show()
-    assert not installed.dock.isVisible()
+    assert not third.docks["diagnosis"].isVisible()
     third.reset_layout()
-    assert installed.dock.isVisible()
+    assert third.docks["diagnosis"].isVisible()
     third.close()

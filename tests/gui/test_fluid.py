@@ -29,27 +29,30 @@ def test_plots_keep_their_size_when_the_audit_arrives(window, qtbot, demo):
     assert window.centralWidget().geometry().getRect() == central
 
 
-def test_views_take_turns_while_snapshots_come_faster_than_a_round(loaded, qtbot, monkeypatch):
-    from rvq_viewer.gui import main_window
-    win = loaded
-    drawn: dict = {view: [] for view in win.views}
-    for view in win.views:
-        original = view.set_snapshot
-
-        def record(snapshot, _view=view, _original=original):
-            drawn[_view].append(snapshot.frames_done)
-            _original(snapshot)
-        monkeypatch.setattr(view, "set_snapshot", record)
-    final = win.snapshot
+def test_subscribers_take_turns_while_snapshots_come_faster_than_a_round(loaded, qtbot):
+    from rvq_viewer.gui import state as state_module
+    from rvq_viewer.gui.state import AppState
+    state = AppState()
+    drawn: dict = {name: [] for name in ("overview", "histogram", "map", "residuals", "dead_codes")}
+    for name, frames in drawn.items():
+        state.subscribe_snapshots(lambda snapshot, _frames=frames: _frames.append(snapshot.frames_done))
+    final = loaded.snapshot
     partial = [dataclasses.replace(final, frames_done=i, complete=False) for i in range(1, 21)]
-    # One new snapshot every half stagger: faster than the views can take them one by one.
-    for snapshot in partial:
-        win._apply(snapshot)
-        qtbot.wait(main_window.STAGGER_MS // 2)
-    win._apply(final)
-    qtbot.waitUntil(lambda: not win._stale, timeout=5000)
-    for view, frames in drawn.items():
-        assert frames[-1] == final.frames_done, view.objectName()
-        assert any(0 < f < final.frames_done for f in frames), f"{view.objectName()} drew no partial snapshot"
-    # The views drew one at a time, so not every view drew each of the 21 snapshots.
-    assert sum(len(frames) for frames in drawn.values()) < 21 * len(win.views)
+    # One new snapshot every half stagger: faster than the subscribers can take them one by one.
+    with qtbot.waitSignal(state.audit_finished, timeout=10_000):
+        for snapshot in partial:
+            state.set_snapshot(snapshot)
+            qtbot.wait(state_module.STAGGER_MS // 2)
+        state.set_snapshot(final)
+    assert not state.delivering
+    for name, frames in drawn.items():
+        assert frames[-1] == final.frames_done, name
+        assert any(0 < f < final.frames_done for f in frames), f"{name} drew no partial snapshot"
+    # They drew one at a time, so not every subscriber drew each of the 21 snapshots.
+    assert sum(len(frames) for frames in drawn.values()) < 21 * len(drawn)
+
+
+def test_every_panel_of_the_window_gets_the_snapshot(loaded):
+    for view in loaded.views:
+        assert view.ready, view.objectName()
+    assert loaded.diagnosis.verdicts and loaded.histogram.counts is not None

@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
-from rvq_viewer.gui.series_jobs import series_job
-from rvq_viewer.gui.views import timeline
-from rvq_viewer.gui.views.common import find_menu
-from rvq_viewer.series import find_events, open_series
-from rvq_viewer.training import EVENT_KINDS, EventTable
+from rvq_viewer.analysis.series import EVENT_KINDS, EventTable, find_events, open_series
+from rvq_viewer.app.series_jobs import series_job
+from rvq_viewer.gui.panels.map_overlay import OverlayPath
 
 from .conftest import DEMO, wait_views
 
@@ -21,8 +19,7 @@ SERIES = DEMO / "series"
 
 @pytest.fixture
 def events(window):
-    view = timeline.install(window)
-    return window, view
+    return window, window.events_view
 
 
 def _open(qtbot, view, paths=None):
@@ -37,7 +34,7 @@ def _click(qtbot, view, x, y):
 
 
 def test_series_job_matches_the_engine(demo):
-    """The worker job mirrors series.find_events (it only adds progress and cancel points)."""
+    """The worker job gives what series.find_events gives (it only adds progress and cancel points)."""
     import threading
     out = list(series_job(threading.Event(), [SERIES]))
     result = out[-1]
@@ -56,8 +53,8 @@ def test_open_series_fills_the_timeline_and_an_event_selects_its_code(events, qt
     win.open(demo["healthy"], demo["features"])
     wait_views(qtbot, win)
     win.resize(1500, 1000)
-    win.events_dock.setFloating(True)
-    win.events_dock.resize(1300, 520)
+    win.docks["events"].setFloating(True)
+    win.docks["events"].resize(1300, 520)
     _open(qtbot, view)
     r = view.result
     assert r.steps == [200, 400, 600, 800, 1000]
@@ -89,11 +86,11 @@ def test_open_series_fills_the_timeline_and_an_event_selects_its_code(events, qt
     assert view.code_list.count() == r.events.codes_at(int(r.events.steps[row]), layer, "replaced").size
     assert view.highlight.getData()[0].size == r.events.of_code(layer, code).size
     # trajectory: one point per checkpoint, drawn in the dock and on the centroid map (same PCA)
-    assert len(view.traj_line.getData()[0]) == 5
+    assert len(view.trajectory.line.getData()[0]) == 5
     qtbot.waitUntil(lambda: win.map.ready, timeout=10_000)
-    view.poll_map()
-    assert view._map_plot is win.map.plot
-    mx, my = view.map_line.getData()
+    assert OverlayPath.fits(win.state.overlay, win.map.geometry) and win.map.overlay.line.isVisible()
+    assert "Also drawn (dashed) on the centroid map" in view.trajectory.note.text()
+    mx, my = win.map.overlay.line.getData()
     end = win.map.view_position(layer, code)                   # the open checkpoint is the last step
     assert (mx[-1], my[-1]) == pytest.approx(end, abs=1e-3)
 
@@ -132,10 +129,10 @@ def test_series_alone_opens_its_last_checkpoint(events, qtbot):
     assert "no features open" in view.header.text()
 
 
-def test_died_at_reaches_the_dead_code_view_when_it_has_the_hook(events, qtbot, demo):
+def test_died_at_reaches_the_dead_code_view(events, qtbot, demo):
     win, view = events
     received = {}
-    win.dead_codes.set_died_at = lambda mapping, note: received.update(mapping=mapping, note=note)
+    view.died_at_changed.connect(lambda mapping, note: received.update(mapping=mapping, note=note))
     win.open(demo["healthy"], demo["features"])
     wait_views(qtbot, win)
     _open(qtbot, view)
@@ -148,6 +145,7 @@ def test_died_at_reaches_the_dead_code_view_when_it_has_the_hook(events, qtbot, 
     if dead_last[code]:
         assert mapping[(0, int(code))] >= int(step)
     assert "first checkpoint" in received["note"]
+    assert win.dead_codes.model.died_at == mapping            # the window wires it to the dead-code table
     # another checkpoint of the same shape but not of the series: no "died at" column
     win.open(demo["collapsed"])
     qtbot.waitUntil(lambda: win.session is not None and win.session.name == "collapsed.pt", timeout=30_000)
@@ -157,8 +155,7 @@ def test_died_at_reaches_the_dead_code_view_when_it_has_the_hook(events, qtbot, 
 
 def test_file_menu_and_bad_folder(events, qtbot, tmp_path):
     win, view = events
-    file_menu, _ = find_menu(win, "File")
-    texts = [a.text() for a in file_menu.actions()]
+    texts = [a.text() for a in win.commands.menu("file").actions()]
     assert "Open checkpoint &series…" in texts
     assert texts.index("Open checkpoint &series…") == texts.index("Open feature f&older…") + 1
     messages = []

@@ -7,10 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rvq_viewer.core.train import TrainSettings
-from rvq_viewer.gui.views import trainer_panel
+from rvq_viewer.training.trainer import TrainSettings
 from rvq_viewer.io import load_quantizer, read_checkpoint
-from rvq_viewer.series import stored_step
+from rvq_viewer.analysis.series import stored_step
 
 from .conftest import wait_views
 
@@ -25,7 +24,7 @@ def _points(item) -> int:
 
 @pytest.fixture
 def trainer(window, qtbot, demo):
-    panel = trainer_panel.install(window)
+    panel = window.trainer_panel
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
     return window, panel
@@ -35,26 +34,26 @@ def test_menu_dock_and_form_follow_the_checkpoint(trainer):
     win, panel = trainer
     titles = [a.text() for a in win.menuBar().actions()]
     assert titles.index("&Train") == titles.index("&Help") - 1
-    assert panel in win.views and win.trainer_dock.widget() is panel and win.docks["trainer"] is win.trainer_dock
-    win.trainer_actions["What-if trainer"].trigger()
-    assert win.trainer_dock.isVisible()
-    assert panel.n_q_spin.value() == 4 and panel.k_spin.value() == 512     # the open checkpoint's shape
+    assert panel in win.views and win.docks["trainer"].widget() is panel and win.docks["trainer"] is win.docks["trainer"]
+    win.commands["train.show"].trigger()
+    assert win.docks["trainer"].isVisible()
+    assert panel.form.n_q_spin.value() == 4 and panel.form.k_spin.value() == 512     # the open checkpoint's shape
     assert panel.start_button.isEnabled() and not panel.pause_button.isEnabled()
-    assert "heldout.npy" in panel.source_label.text()
+    assert "heldout.npy" in panel.form.source_label.text()
     panel.set_settings(TINY)
     assert panel.settings() == TINY
     # the two subtleties are explicit choices with their meaning spelled out
-    assert panel.order_box.currentText() == "EnCodec: expire, then EMA update"
-    assert "stale EMA" in panel.order_note.text()
-    panel.order_box.setCurrentIndex(1)
-    assert panel.order_box.currentText() == "GPT-SoVITS: EMA update, then expire"
+    assert panel.form.order_box.currentText() == "EnCodec: expire, then EMA update"
+    assert "stale EMA" in panel.form.order_note.text()
+    panel.form.order_box.setCurrentIndex(1)
+    assert panel.form.order_box.currentText() == "GPT-SoVITS: EMA update, then expire"
     assert not panel.settings().expire_before_ema
-    assert "0.25× the uniform share" in panel.threshold_note.text()       # 2 / (256 / 32)
-    panel.threshold_mode.setCurrentIndex(1)
-    assert panel.settings().threshold_relative and "Σ EMA sizes / K" in panel.threshold_note.text()
+    assert "0.25× the uniform share" in panel.form.threshold_note.text()       # 2 / (256 / 32)
+    panel.form.threshold_mode.setCurrentIndex(1)
+    assert panel.settings().threshold_relative and "Σ EMA sizes / K" in panel.form.threshold_note.text()
     # starting from the loaded codebooks pins K (and the init) to the checkpoint's
-    panel.from_loaded_box.setChecked(True)
-    assert panel.k_spin.value() == 512 and not panel.k_spin.isEnabled() and not panel.kmeans_box.isEnabled()
+    panel.form.from_loaded_box.setChecked(True)
+    assert panel.form.k_spin.value() == 512 and not panel.form.k_spin.isEnabled() and not panel.form.kmeans_box.isEnabled()
 
 
 def test_train_pause_save_reopen(trainer, qtbot, tmp_path):
@@ -62,11 +61,11 @@ def test_train_pause_save_reopen(trainer, qtbot, tmp_path):
     panel.set_settings(TINY)
     run = panel.start()
     assert run is not None and panel.running
-    assert not panel.start_button.isEnabled() and not panel.k_spin.isEnabled()
+    assert not panel.start_button.isEnabled() and not panel.form.k_spin.isEnabled()
     qtbot.waitUntil(lambda: len(run) >= 5, timeout=30_000)
     # live plots are drawn from the history by the 10 Hz timer
     key = ("A", "perplexity", 0)
-    qtbot.waitUntil(lambda: key in panel.curves and _points(panel.curves[key]) > 0, timeout=5000)
+    qtbot.waitUntil(lambda: key in panel.plots.curves and _points(panel.plots.curves[key]) > 0, timeout=5000)
     panel.pause()
     qtbot.waitUntil(lambda: run.state == "paused", timeout=10_000)
     assert panel.resume_button.isEnabled() and not panel.pause_button.isEnabled()
@@ -74,7 +73,7 @@ def test_train_pause_save_reopen(trainer, qtbot, tmp_path):
     qtbot.wait(300)
     assert run.last_step == step                       # paused means paused
     panel.redraw(force=True)
-    x, y = panel.curves[("A", "perplexity", 1)].getData()
+    x, y = panel.plots.curves[("A", "perplexity", 1)].getData()
     assert len(x) == step and np.all((y >= 1) & (y <= 32))
     assert run.total_events > 0 and int(run.raster.sum()) == run.total_events
 
@@ -110,15 +109,15 @@ def test_two_runs_are_compared(trainer, qtbot):
     first = panel.start()
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert first.state == "finished" and len(first) == 25
-    panel.order_box.setCurrentIndex(1)                  # GPT-SoVITS order, all else equal
+    panel.form.order_box.setCurrentIndex(1)                  # GPT-SoVITS order, all else equal
     second = panel.start()
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert panel.current_a() is second and panel.current_b() is first
     assert "EnCodec order → GPT-SoVITS order" in panel.compare_label.text()
     assert "codes used: A" in panel.compare_label.text()
     panel.redraw(force=True)
-    xa, _ = panel.curves[("A", "dead", 0)].getData()
-    xb, _ = panel.curves[("B", "dead", 0)].getData()
+    xa, _ = panel.plots.curves[("A", "dead", 0)].getData()
+    xb, _ = panel.plots.curves[("B", "dead", 0)].getData()
     assert len(xa) == len(xb) == 25
     assert panel.runs_table.rowCount() == 2
     described = panel.runs_table.item(1, 1).text()
@@ -126,7 +125,7 @@ def test_two_runs_are_compared(trainer, qtbot):
     # B can be switched off, and a run's settings can be put back in the form
     panel.run_b_box.setCurrentIndex(0)
     panel.redraw(force=True)
-    assert _points(panel.curves[("B", "dead", 0)]) == 0
+    assert _points(panel.plots.curves[("B", "dead", 0)]) == 0
     panel.use_settings_of(0)
     assert panel.settings() == a
 
@@ -134,7 +133,7 @@ def test_two_runs_are_compared(trainer, qtbot):
 def test_start_from_loaded_codebooks(trainer, qtbot):
     win, panel = trainer
     panel.set_settings(dataclasses.replace(TINY, n_q=2, codebook_size=512, batch_size=512, steps=3))
-    panel.from_loaded_box.setChecked(True)
+    panel.form.from_loaded_box.setChecked(True)
     run = panel.start()
     qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
     assert run.state == "finished" and run.start == "from healthy.pt"
@@ -151,9 +150,9 @@ def test_closing_the_window_stops_a_run(trainer, qtbot):
 
 
 def test_no_features_no_start(window, qtbot, demo):
-    panel = trainer_panel.install(window)
+    panel = window.trainer_panel
     window.open(demo["healthy"])
     qtbot.waitUntil(lambda: window.session is not None, timeout=30_000)
     assert not panel.start_button.isEnabled()
     assert panel.start() is None
-    assert "No features open" in panel.source_label.text()
+    assert "No features open" in panel.form.source_label.text()

@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
-from rvq_viewer.audit import run_audit
+from rvq_viewer.analysis.audit import run_audit
 from rvq_viewer.io import FeatureSource, load_quantizer
 
 from .conftest import FakeUmapService, wait_views
@@ -25,7 +25,7 @@ def test_demo_fills_every_view_with_the_audit(loaded, demo):
     expected = run_audit(q, FeatureSource(demo["features"], q.dim))
     assert snap.result.frames == expected.frames
     for got, want in zip(snap.result.layers, expected.layers):
-        assert got.counts == want.counts
+        assert got.counts.tolist() == want.counts.tolist()
         assert got.used == want.used
 
     table = win.overview.table
@@ -67,7 +67,7 @@ def test_layer_selector_and_shortcuts_move_every_view(loaded, qtbot):
 
     QTest.keyClick(win, Qt.Key.Key_BracketLeft)
     qtbot.waitUntil(lambda: win.selection.layer == 0, timeout=2000)
-    win.act_prev.trigger()                                      # wraps around to the last layer
+    win.commands["view.previous_layer"].trigger()                                      # wraps around to the last layer
     assert win.selection.layer == win.session.n_q - 1
     win.overview.table.selectRow(2)
     assert win.selection.layer == 2
@@ -84,13 +84,13 @@ def test_histogram_and_map_toggles(loaded, qtbot):
     x, y = hist.curve.getData()
     assert len(y) == int((counts > 0).sum())
     assert hist.zipf_curve.isVisible()
-    assert win.act_log.isChecked() and win.act_sorted.isChecked()
+    assert win.commands["view.histogram_log"].isChecked() and win.commands["view.histogram_sorted"].isChecked()
 
-    win.act_all_layers.trigger()
+    win.commands["view.map_all_layers"].trigger()
     qtbot.waitUntil(lambda: win.map.ready, timeout=10_000)
     assert win.map.geometry.coords.shape == (512 * win.session.n_q, 2)
     assert not win.map.colorbar.isVisible()                      # coloured by layer, not by use
-    win.act_all_layers.trigger()
+    win.commands["view.map_all_layers"].trigger()
     qtbot.waitUntil(lambda: win.map.ready, timeout=10_000)
     assert win.map.geometry.coords.shape == (512, 2)
 
@@ -143,20 +143,22 @@ def test_selecting_a_code_links_map_histogram_and_dead_codes(loaded, qtbot):
 
 
 def test_cancel_a_running_audit_keeps_partial_results(window, qtbot, demo, monkeypatch):
-    from rvq_viewer.gui import jobs, settings
-    original = jobs.iter_audit
+    from rvq_viewer.app import open_jobs
+    from rvq_viewer.pipeline import audit as pipeline_audit
+    original, open_features = pipeline_audit.iter_audit, open_jobs.open_features
 
     def slow(*args, **kwargs):
         for progress in original(*args, **kwargs):
             time.sleep(0.03)
             yield progress
 
-    monkeypatch.setattr(jobs, "iter_audit", slow)
-    settings.set("chunk_frames", 256)
+    monkeypatch.setattr(pipeline_audit, "iter_audit", slow)
+    # Small chunks, so that there is time to cancel between them.
+    monkeypatch.setattr(open_jobs, "open_features", lambda spec, q: open_features(spec.replace(chunk_frames=256), q))
     window.open(demo["healthy"], demo["features"])
     qtbot.waitUntil(lambda: "frames/s" in window.rate_label.text() and window.audit_slot.busy, timeout=20_000)
     assert window.cancel_button.isVisible() and window.progress.isVisible()
-    with qtbot.waitSignal(window.audit_done, timeout=5000) as blocker:
+    with qtbot.waitSignal(window.state.audit_finished, timeout=5000) as blocker:
         qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     snap = blocker.args[0]
     assert snap.cancelled and not snap.complete and 0 < snap.frames_done < snap.frames_total
@@ -166,8 +168,8 @@ def test_cancel_a_running_audit_keeps_partial_results(window, qtbot, demo, monke
     # the pool drains: the worker really stopped
     qtbot.waitUntil(lambda: window.audit_slot.busy is False, timeout=2000)
     # and the audit can run again to the end
-    monkeypatch.setattr(jobs, "iter_audit", original)
-    window.act_rerun.trigger()
+    monkeypatch.setattr(pipeline_audit, "iter_audit", original)
+    window.commands["audit.rerun"].trigger()
     qtbot.waitUntil(lambda: window.views_ready(), timeout=20_000)
 
 
@@ -192,7 +194,7 @@ def test_broken_files_show_a_message_and_the_window_still_works(window, qtbot, d
     window.open(demo["healthy"], demo["features"])
     wait_views(qtbot, window)
     assert not window.banner.isVisible()
-    window.act_next.trigger()
+    window.commands["view.next_layer"].trigger()
     assert window.selection.layer == 1
 
 
@@ -213,12 +215,12 @@ def test_umap_replaces_pca_and_a_layer_switch_cancels_it(qtbot, demo):
     win.open(demo["healthy"], demo["features"])
     qtbot.waitUntil(lambda: win.views_ready() and win.map.method == "pca", timeout=20_000)
     assert "UMAP computing" in win.map.status.text()
-    win.act_next.trigger()                                      # cancels layer 0's UMAP
+    win.commands["view.next_layer"].trigger()                                      # cancels layer 0's UMAP
     qtbot.waitUntil(lambda: win.views_ready(wait_umap=True), timeout=20_000)
     assert fake.cancelled >= 1
     assert win.map.method == "umap" and int(win.map.geometry.layers[0]) == 1
     assert "UMAP of 512 codes of layer 1" in win.map.status.text()
-    win.act_prev.trigger()                                      # layer 0 again: PCA at once, UMAP again
+    win.commands["view.previous_layer"].trigger()                                      # layer 0 again: PCA at once, UMAP again
     assert win.map.geometry is not None and int(win.map.geometry.layers[0]) == 0
     qtbot.waitUntil(lambda: win.map.method == "umap", timeout=20_000)
     win.close()
@@ -229,7 +231,7 @@ def test_device_selector(loaded, qtbot):
     win = loaded
     devices = [win.device_box.itemData(i) for i in range(win.device_box.count())]
     assert devices[:2] == ["auto", "cpu"]
-    with qtbot.waitSignal(win.audit_done, timeout=20_000) as blocker:
+    with qtbot.waitSignal(win.state.audit_finished, timeout=20_000) as blocker:
         win.set_device("cpu")
     assert blocker.args[0].device == "cpu" and blocker.args[0].complete
 
@@ -241,6 +243,6 @@ def test_an_export_over_the_open_checkpoint_is_refused(window, qtbot, demo, tmp_
     window.open(checkpoint, demo["features"])
     wait_views(qtbot, window)
     before = checkpoint.read_bytes()
-    assert window._export(window.export_json, checkpoint) is False
+    assert window.exporter.export(window.exporter.export_json, checkpoint) is False
     assert checkpoint.read_bytes() == before
     assert window.banner.isVisible() and "input" in window.banner.text()

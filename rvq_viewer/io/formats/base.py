@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from ...core import Quantizer
+from ...quant import Quantizer
 from ...errors import LoadError
 
 # Where projects keep the model state inside their checkpoint files, most specific first.

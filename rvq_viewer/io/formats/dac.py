@@ -22,8 +22,8 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from ...core import Quantizer
-from ...core.search import nearest_codes, squared_norms
+from ...quant import Quantizer
+from ...quant.search import nearest_codes, squared_norms
 from ...errors import LoadError
 from .base import Checkpoint, Format, check_codebook, float_tensor, layer_indices
 
@@ -61,6 +61,8 @@ class FactorizedQuantizer(Quantizer):
     strides: features are cut, and sequences trimmed, at multiples of it (SNAC pads audio so its
     latents always are).
     """
+
+    plain_residual = False
 
     def __init__(self, *args, in_proj: list[tuple], out_proj: list[tuple], strides: list[int],
                  multi_rate: bool, **kwargs):

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import torch
 
-from ...core import DeadCodeRule, Quantizer
+from ...quant import DeadCodeRule, Quantizer
 from ...errors import LoadError
 from .base import Checkpoint, Format, check_codebook, check_same_dim, flag_value, float_tensor, layer_indices
 
@@ -53,6 +53,8 @@ def main_prefix(ckpt: Checkpoint, prefixes: dict[str, list[int]] | None = None) 
 
 class ProjectedQuantizer(Quantizer):
     """EnCodec rule with per-layer `project_in` / `project_out` Linear layers (when codebook_dim != dim)."""
+
+    plain_residual = False
 
     def __init__(self, *args, projections: list[tuple | None], **kwargs):
         self.projections = projections

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core import Quantizer
+from ...quant import Quantizer
 from ...errors import LoadError
 from .base import Checkpoint, Format, float_tensor
 from .encodec import build_encodec_rvq, find_rvq_prefixes

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...core import DeadCodeRule, Quantizer
+from ...quant import DeadCodeRule, Quantizer
 from ...errors import LoadError
 from .base import Checkpoint, Format, check_codebook, flag_value, float_tensor, layer_indices
 
@@ -87,6 +87,8 @@ class MimiQuantizer(Quantizer):
     its codeword in its branch's half and zeros in the other. `decode` gives [q_sem | sum q_ac] in the
     same space (not the 512-dim output_proj space).
     """
+
+    plain_residual = False
 
     def __init__(self, *args, branch_of: list[int], branch_proj: list[torch.Tensor | None],
                  branch_dims: list[int], **kwargs):

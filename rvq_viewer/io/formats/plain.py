@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core import Quantizer
+from ...quant import Quantizer
 from ...errors import LoadError
 from .base import Checkpoint, Format, check_codebook
 

@@ -28,8 +28,8 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from ...core import DeadCodeRule, Quantizer
-from ...core.search import nearest_codes
+from ...quant import DeadCodeRule, Quantizer
+from ...quant.search import nearest_codes
 from ...errors import LoadError
 from .base import (Checkpoint, Format, check_codebook, find_config_dict, flag_value, float_tensor,
                    layer_indices)
@@ -69,6 +69,8 @@ def _detect(ckpt: Checkpoint) -> bool:
 class VQPytorchQuantizer(Quantizer):
     """Residual quantizer whose frames hold S slots of D dims (heads / groups), each looked up in its
     layer's table `slot_table[s]`; cosine or Euclidean lookup. See the module docstring."""
+
+    plain_residual = False
 
     def __init__(self, *args, slots: int, slot_dim: int, slot_table: list[int], n_tables: int,
                  cosine: bool, group_projections: list[tuple | None], **kwargs):

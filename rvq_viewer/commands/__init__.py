@@ -1,1 +1,0 @@
-"""Subcommands beyond info and audit, one module each (see `rvq_viewer.cli.PLUGIN_COMMANDS`)."""

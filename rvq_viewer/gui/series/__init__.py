@@ -1,0 +1,5 @@
+"""The checkpoint series' dock: the event timeline, its heat strips and a code's trajectory."""
+
+from .events_view import EventsView
+
+__all__ = ["EventsView"]

@@ -1,0 +1,686 @@
+"""Event timeline of a checkpoint series: when codes died, revived or were replaced, layer by layer.
+
+Top: steps on x, layers on y (layer 0 on top), one mark per event, coloured and shaped by kind, placed
+by `marks.lane_y`. Beyond `INDIVIDUAL_MAX` events (or when asked) the marks are aggregated: one per
+(step, layer, kind), its size growing with log(count); clicking one lists its distinct codes. Below:
+heat strips per layer over steps of the EMA-dead count and of the perplexity on the open features.
+Right: the clicked mark's codes, the selected code's history, and its centroid's trajectory across the
+checkpoints (`TrajectoryPane`).
+
+The selected code is the app's `Selection` when the open checkpoint is this quantizer (same n_q and K);
+the trajectory then goes to the app state as a `MapOverlay`, which the centroid map draws when it shows
+that layer's PCA. Loading runs in a `JobSlot` (`app.series_jobs.series_job`, over the pipeline); only
+arrays reach this thread.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from ...analysis.series import EVENT_KINDS, died_at_mapping
+from ...app.series_jobs import SeriesResult, series_job
+from ...pipeline import AuditSpec, SeriesProgress
+from .. import settings
+from ..controller import error_text
+from ..panels.map_overlay import OverlayPath
+from ..state import AppState, MapOverlay
+from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label
+from ..widgets.picking import nearest_within, pixel_size, view_point
+from ..workers import JobSlot
+from .marks import KIND_COLORS, KIND_MARKS, KIND_SYMBOLS, KIND_TIPS, lane_y, uniform_columns
+from .trajectory import TrajectoryPane
+
+INDIVIDUAL_MAX = 20_000           # more events than this: one mark per (step, layer, kind)
+HIT_PX = 9
+LIST_MAX = 5_000                  # codes listed for one mark
+MARK_MODES = [("auto", "Marks: automatic"), ("events", "Marks: one per event"),
+              ("aggregate", "Marks: one per step, layer, kind")]
+
+
+class EventsView(QWidget):
+    title = "Events"
+    checkpoint_wanted = Signal(object)     # a checkpoint of the series to open (nothing is open yet)
+    died_at_changed = Signal(object, str)  # {(layer, code): step} when each EMA-dead code died (None: clear)
+
+    def __init__(self, state: AppState, parent=None):
+        super().__init__(parent)
+        self.setObjectName("events")
+        self.state = state
+        self.selection = selection = state.selection
+        self.session = None
+        self.result: SeriesResult | None = None
+        self.mode = "events"                     # what is drawn: "events" or "aggregate"
+        self.selected: tuple[int, int] | None = None
+        self.linked = False                      # the open checkpoint is this quantizer: share selection
+        self.reference: int | None = None        # series index of the open checkpoint
+        self.died_at: dict[tuple[int, int], int] = {}
+        self._agg = None
+        self._mx = self._my = np.zeros(0)
+        self._mark_rows = np.zeros(0, dtype=np.int64)
+        self._mark_kind = np.zeros(0, dtype=np.int8)
+        self._cols = None
+        self.slot = JobSlot("series", self)
+        self.slot.busy_changed.connect(self._busy)
+
+        # --- top bar ---------------------------------------------------------------------------------
+        self.folder_button = QPushButton("Open series…")
+        self.folder_button.setToolTip("a folder of checkpoints of one quantizer, saved during one training run")
+        self.folder_button.clicked.connect(self.ask_open_folder)
+        self.files_button = QPushButton("Files…")
+        self.files_button.setToolTip("several checkpoint files of one quantizer")
+        self.files_button.clicked.connect(self.ask_open_files)
+        self.mode_box = QComboBox()
+        self.mode_box.setObjectName("events-mode")
+        for key, text in MARK_MODES:
+            self.mode_box.addItem(text, key)
+        self.mode_box.setToolTip(f"automatic: one mark per event up to {INDIVIDUAL_MAX:,} events, "
+                                 "else one per (step, layer, kind) sized by log(count)")
+        self.mode_box.currentIndexChanged.connect(lambda _: self._draw_marks())
+        self.progress = QProgressBar()
+        self.progress.setObjectName("events-progress")
+        self.progress.setFixedWidth(160)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.hide()
+        top = QHBoxLayout()
+        top.setContentsMargins(4, 0, 4, 0)
+        for w in (self.folder_button, self.files_button, self.mode_box):
+            top.addWidget(w)
+        top.addStretch(1)
+        top.addWidget(self.progress)
+        top.addWidget(self.cancel_button)
+        self.header = header_label()
+        self.header.setObjectName("events-header")
+        self.header.setToolTip("\n".join(f"{KIND_MARKS[k]} {k}: {KIND_TIPS[k]}" for k in EVENT_KINDS)
+                               + "\nAn event's step is that of the later checkpoint of the pair.")
+
+        # --- plots -----------------------------------------------------------------------------------
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.setObjectName("events-canvas")
+        self.canvas.ci.layout.setSpacing(2)
+        self.plot = self.canvas.addPlot(row=0, col=0)
+        self.dead_plot = self.canvas.addPlot(row=1, col=0)
+        self.perp_plot = self.canvas.addPlot(row=2, col=0)
+        for p in (self.plot, self.dead_plot, self.perp_plot):
+            p.setMenuEnabled(False)
+            p.hideButtons()
+            p.getViewBox().invertY(True)
+            p.getViewBox().setMouseEnabled(x=True, y=False)
+            p.getAxis("left").setWidth(74)
+        for p in (self.dead_plot, self.perp_plot):
+            p.setXLink(self.plot)
+            p.getAxis("bottom").setStyle(showValues=False)
+            p.setMaximumHeight(90)
+            p.setMinimumHeight(50)
+        self.plot.setLabel("left", "layer")
+        self.perp_plot.getAxis("bottom").setStyle(showValues=True)
+        self.perp_plot.setLabel("bottom", "training step")
+        self.plot.showGrid(x=True, y=False, alpha=0.2)
+        self.canvas.ci.layout.setRowStretchFactor(0, 3)
+        self.scatters = []
+        for kind in EVENT_KINDS:
+            item = pg.ScatterPlotItem(pen=None, brush=pg.mkBrush(KIND_COLORS[kind]), symbol=KIND_SYMBOLS[kind],
+                                      size=7, pxMode=True, name=kind)
+            self.plot.addItem(item)
+            self.scatters.append(item)
+        self.highlight = pg.ScatterPlotItem(size=15, pen=pg.mkPen(SELECT_COLOR, width=2.5), brush=None, pxMode=True)
+        self.highlight.setZValue(20)
+        self.plot.addItem(self.highlight)
+        self.mark_ring = pg.ScatterPlotItem(size=18, pen=pg.mkPen("#222222", width=1.5), brush=None,
+                                            symbol="s", pxMode=True)
+        self.mark_ring.setZValue(19)
+        self.plot.addItem(self.mark_ring)
+        self.plot.setMinimumHeight(120)
+        self.dead_image = pg.ImageItem(axisOrder="row-major")
+        self.perp_image = pg.ImageItem(axisOrder="row-major")
+        self.dead_plot.addItem(self.dead_image)
+        self.perp_plot.addItem(self.perp_image)
+        self.dead_cmap = pg.colormap.get("inferno")
+        self.perp_cmap = pg.colormap.get("viridis")
+        self.dead_bar = pg.ColorBarItem(values=(0, 1), colorMap=self.dead_cmap, interactive=False, width=10,
+                                        colorMapMenu=False, pen="#888888", label="EMA-dead")
+        self.perp_bar = pg.ColorBarItem(values=(0, 1), colorMap=self.perp_cmap, interactive=False, width=10,
+                                        colorMapMenu=False, pen="#888888", label="perplexity")
+        self.dead_bar.setImageItem(self.dead_image)
+        self.perp_bar.setImageItem(self.perp_image)
+        self.canvas.addItem(self.dead_bar, row=1, col=1)
+        self.canvas.addItem(self.perp_bar, row=2, col=1)
+        self.perp_note = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
+        self.perp_plot.addItem(self.perp_note, ignoreBounds=True)
+        self.hover_label = QLabel(" ")
+        self.hover_label.setObjectName("events-hover")
+
+        # --- side panel ------------------------------------------------------------------------------
+        self.mark_label = header_label()
+        self.mark_label.setObjectName("events-mark")
+        self.code_list = QListWidget()
+        self.code_list.setObjectName("events-codes")
+        self.code_list.setMinimumHeight(50)
+        self.code_list.itemClicked.connect(self._list_clicked)
+        self.code_list.currentItemChanged.connect(lambda item, _: self._list_clicked(item))
+        self.history_label = header_label()
+        self.history_label.setObjectName("events-history")
+        self.trajectory = TrajectoryPane()
+        marks = QWidget()
+        marks_layout = QVBoxLayout(marks)
+        marks_layout.setContentsMargins(2, 0, 2, 0)
+        marks_layout.setSpacing(2)
+        marks_layout.addWidget(self.mark_label)
+        marks_layout.addWidget(self.code_list, 1)
+        marks_layout.addWidget(self.history_label)
+        side = QSplitter(Qt.Orientation.Horizontal)
+        side.addWidget(marks)
+        side.addWidget(self.trajectory)
+        side.setSizes([260, 300])
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.setSpacing(2)
+        left_layout.addWidget(self.canvas, 1)
+        left_layout.addWidget(self.hover_label)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(side)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([800, 560])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addLayout(top)
+        layout.addWidget(self.header)
+        layout.addWidget(self.splitter, 1)
+
+        state.session_changed.connect(self.set_session)
+        state.map_changed.connect(lambda geometry: self._show_map_note())
+        selection.code_changed.connect(self._selection_changed)
+        self._hover_proxy = pg.SignalProxy(self.canvas.scene().sigMouseMoved, rateLimit=30, slot=self._hovered)
+        self.canvas.scene().sigMouseClicked.connect(self._clicked)
+        self._show_header()
+        self._show_side()
+
+    # --- the panel protocol -----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return not self.slot.busy
+
+    def set_session(self, session) -> None:
+        self.session = session
+        self._link()
+
+    def cleanup(self) -> None:
+        self.slot.cancel()
+        self._hover_proxy.disconnect()
+
+    # --- opening -------------------------------------------------------------------------------------------
+    def _start_dir(self) -> str:
+        return settings.get("last_dir") or ""
+
+    def _remember_dir(self, path: str) -> None:
+        settings.set("last_dir", path)
+
+    def ask_open_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of checkpoints of one quantizer",
+                                                self._start_dir())
+        if path:
+            self._remember_dir(path)
+            self.open_series([path])
+
+    def ask_open_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints of one quantizer", self._start_dir(),
+                                                "Checkpoints (*.pt *.pth *.ckpt *.th *.bin *.safetensors);;"
+                                                "All files (*)")
+        if paths:
+            self._remember_dir(str(Path(paths[0]).parent))
+            self.open_series(paths)
+
+    def open_series(self, paths, features=None) -> None:
+        """Load the checkpoints and find their events in a worker. Features default to the session's,
+        read and audited as the session's are (device included)."""
+        session = self.session
+        template = session.spec.replace(device=self.state.device) if session is not None else None
+        if features is None and session is not None and session.source is not None:
+            features = list(session.features)
+        if template is None:
+            template = AuditSpec(Path(paths[0]), device=self.state.device)
+        self.progress.setRange(0, 0)
+        self.header.setText(f"Opening {html.escape(', '.join(Path(p).name for p in paths[:3]))}"
+                            f"{'…' if len(paths) > 3 else ''}")
+        self.slot.start(series_job, [Path(p) for p in paths], features, template,
+                        yielded=self._yielded, errored=self._failed)
+
+    def cancel(self) -> None:
+        if self.slot.busy:
+            self.slot.cancel()
+            self._show_header()
+
+    def _busy(self, busy: bool) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.folder_button.setEnabled(not busy)
+        self.files_button.setEnabled(not busy)
+
+    def _yielded(self, value) -> None:
+        if isinstance(value, SeriesProgress):
+            self.progress.setRange(0, value.total)
+            self.progress.setValue(value.done)
+            self.progress.setFormat("%v/%m")
+            self.header.setText(html.escape(value.text))
+        elif isinstance(value, SeriesResult):
+            self.set_result(value)
+
+    def _failed(self, exc: Exception) -> None:
+        text = error_text(exc)
+        self.header.setText(f"<span style='color:{DEAD_COLOR}'>Cannot open the series: {html.escape(text)}</span>")
+        self.state.show_message(f"checkpoint series: {text}")
+
+    # --- data ----------------------------------------------------------------------------------------------
+    def set_result(self, result: SeriesResult) -> None:
+        self.result = result
+        self.selected = None
+        self._agg = result.events.aggregate()
+        self._draw_marks()
+        self._draw_strips()
+        self._link()
+        self._show_header()
+        self._show_side()
+        steps = result.steps
+        pad = (steps[-1] - steps[0]) * 0.04 + 1
+        self.plot.setXRange(steps[0] - pad, steps[-1] + pad, padding=0)
+        for p in (self.plot, self.dead_plot, self.perp_plot):
+            p.setYRange(-0.5, result.n_q - 0.5, padding=0)
+        ticks = [[(float(i), f"L{i}") for i in range(result.n_q)]]
+        for p in (self.plot, self.dead_plot, self.perp_plot):
+            p.getAxis("left").setTicks(ticks)
+        if self.state.session is None:
+            # nothing open yet: open the last checkpoint, so the other views show it and selections link
+            self.checkpoint_wanted.emit(result.paths[-1])
+
+    def _link(self) -> None:
+        """Share the selection when the open checkpoint is this quantizer; find which file it is."""
+        r = self.result
+        q = getattr(self.session, "quantizer", None)
+        self.linked = bool(r is not None and q is not None and q.codebook_sizes == r.codebook_sizes)
+        self.reference = r.entry_matching(q) if self.linked else None
+        self.died_at = {}
+        if r is not None and r.dead_masks is not None:
+            ref = self.reference if self.reference is not None else len(r.steps) - 1
+            self.died_at = died_at_mapping(r.dead_masks, r.steps, ref)
+        self._push_died_at()
+        self._show_header()
+        self._publish_overlay()
+
+    def _push_died_at(self) -> None:
+        """When each EMA-dead code died, for the dead-code table's 'died at step' column."""
+        if self.reference is None or not self.died_at:
+            self.died_at_changed.emit(None, "")          # only meaningful for a checkpoint of the series
+            return
+        r = self.result
+        note = (f"step at which each EMA-dead code last died, from the series ({len(r.steps)} checkpoints, "
+                f"up to step {r.steps[self.reference]}); {r.steps[0]} means at or before the first checkpoint")
+        self.died_at_changed.emit(dict(self.died_at), note)
+
+    def marks_mode(self) -> str:
+        wanted = self.mode_box.currentData()
+        if wanted == "auto":
+            n = len(self.result.events) if self.result is not None else 0
+            return "events" if n <= INDIVIDUAL_MAX else "aggregate"
+        return wanted
+
+    def _draw_marks(self) -> None:
+        r = self.result
+        if r is None:
+            return
+        self.mode = self.marks_mode()
+        ev = r.events
+        k = max(r.codebook_sizes) if r.codebook_sizes else 1
+        if self.mode == "events":
+            self._mx = ev.steps.astype(np.float64)
+            self._my = lane_y(ev.layers, ev.kinds, ev.codes, k)
+            self._mark_rows = np.arange(len(ev))
+            self._mark_kind = ev.kinds
+            for i, item in enumerate(self.scatters):
+                sel = ev.kinds == i
+                item.setData(x=self._mx[sel], y=self._my[sel], size=6, pen=None,
+                             brush=pg.mkBrush(KIND_COLORS[EVENT_KINDS[i]]), symbol=KIND_SYMBOLS[EVENT_KINDS[i]])
+        else:
+            a = self._agg
+            self._mx = a.steps.astype(np.float64)
+            self._my = lane_y(a.layers, a.kinds, None, k)
+            self._mark_rows = np.arange(len(a))
+            self._mark_kind = a.kinds
+            sizes = np.clip(6 + 3.5 * np.log10(np.maximum(a.counts, 1)), 6, 24)
+            for i, item in enumerate(self.scatters):
+                sel = a.kinds == i
+                item.setData(x=self._mx[sel], y=self._my[sel], size=sizes[sel], pen=None,
+                             brush=pg.mkBrush(KIND_COLORS[EVENT_KINDS[i]]), symbol=KIND_SYMBOLS[EVENT_KINDS[i]])
+        self.mark_ring.setData([], [])
+        self._draw_highlight()
+        self._show_header()
+
+    def _draw_strips(self) -> None:
+        r = self.result
+        index, x0, width = uniform_columns(r.steps)
+        self._cols = (index, x0, width)
+        rect = QRectF(x0, -0.5, width, r.n_q)
+        dead = r.ema_dead[index].T          # [L, cols]
+        if np.isfinite(dead).any():
+            hi = float(np.nanmax(dead)) or 1.0
+            self.dead_image.setImage(np.nan_to_num(dead, nan=0.0), levels=(0.0, hi), autoLevels=False)
+            self.dead_image.setRect(rect)
+            self.dead_bar.setLevels(values=(0.0, hi))
+            self.dead_image.show()
+        else:
+            self.dead_image.hide()
+        perp = r.perplexity[index].T
+        if np.isfinite(perp).any():
+            lo, hi = float(np.nanmin(perp)), float(np.nanmax(perp))
+            hi = hi if hi > lo else lo + 1
+            self.perp_image.setImage(np.nan_to_num(perp, nan=lo), levels=(lo, hi), autoLevels=False)
+            self.perp_image.setRect(rect)
+            self.perp_bar.setLevels(values=(lo, hi))
+            self.perp_image.show()
+            self.perp_note.setText("")
+        else:
+            self.perp_image.hide()
+            self.perp_note.setText("no features open: perplexity per step needs features")
+            self.perp_note.setPos((r.steps[0] + r.steps[-1]) / 2, (r.n_q - 1) / 2)
+
+    # --- text ----------------------------------------------------------------------------------------------
+    def _show_header(self) -> None:
+        r = self.result
+        if r is None:
+            if not self.slot.busy:
+                self.header.setText("<i>No checkpoint series open: File ▸ Open checkpoint series… (a folder of "
+                                    "checkpoints saved during one training run)</i>")
+            return
+        counts = r.events.counts_by_kind()
+        kinds = " · ".join(f"<span style='color:{KIND_COLORS[k]}'>{KIND_MARKS[k]} {counts[k]:,} {k}</span>"
+                           for k in EVENT_KINDS)
+        folder = r.paths[0].parent
+        text = (f"<b>{len(r.steps)} checkpoints</b> in {html.escape(str(folder))}, ordered by "
+                f"<b>{html.escape(r.order)}</b>: steps {r.steps[0]:,} … {r.steps[-1]:,}. {kinds}")
+        if self.mode == "aggregate":
+            text += (f"<br><i>{len(r.events):,} events drawn as {len(self._agg):,} marks, one per (step, layer, "
+                     "kind), size ∝ log(count): click one for its codes.</i>")
+        if r.note:
+            text += f"<br><span style='color:#8A5A00'>{html.escape(r.note)}</span>"
+        if self.session is not None and not self.linked:
+            text += ("<br><span style='color:#8A5A00'>The open checkpoint is another quantizer (n_q/K differ): "
+                     "selecting here does not select in the other views.</span>")
+        elif self.session is not None and self.reference is not None:
+            text += f"<br>The open checkpoint is step {r.steps[self.reference]:,} of this series."
+        elif self.session is not None:
+            text += ("<br>The open checkpoint is not one of these files (same n_q and K): selections are shared "
+                     "by code index; 'EMA-dead since' refers to the last checkpoint of the series.")
+        self.header.setText(text)
+
+    def _show_side(self, mark: int | None = None) -> None:
+        r = self.result
+        if r is None:
+            self.mark_label.setText("<i>Click a mark for its codes.</i>")
+            self.history_label.setText("")
+            self.trajectory.set_note("")
+            return
+        if self.selected is None:
+            self.history_label.setText("<i>Select an event (or a code anywhere) for its history.</i>")
+        else:
+            layer, code = self.selected
+            rows = r.events.of_code(layer, code)
+            lines = [html.escape(r.events.describe_row(int(i))) for i in rows[:12]]
+            if rows.size > 12:
+                lines.append(f"… {rows.size - 12} more")
+            died = self.died_at.get((layer, code))
+            extra = ""
+            if died is not None:
+                extra = f" · EMA-dead since step {died:,}" if died != r.steps[0] else \
+                    f" · EMA-dead since step ≤ {died:,}"
+            self.history_label.setText(f"<b>Layer {layer}, code {code}</b>{extra}<br>" +
+                                       ("<br>".join(lines) if lines else "<i>no event in the series</i>"))
+
+    # --- marks: hit-testing and selection -------------------------------------------------------------------
+    def mark_at(self, x: float, y: float, radius_px: float = HIT_PX) -> int | None:
+        """Index of the mark nearest to view position (x, y) within `radius_px` pixels."""
+        hit = nearest_within(self._mx, self._my, (x, y), pixel_size(self.plot.getViewBox()), radius_px)
+        return None if hit is None else hit[0]
+
+    def mark_position(self, index: int) -> tuple[float, float]:
+        return float(self._mx[index]), float(self._my[index])
+
+    def mark_info(self, index: int) -> tuple[int, int, int, np.ndarray]:
+        """(step, layer, kind id, distinct codes) of a mark."""
+        r = self.result
+        if self.mode == "events":
+            row = int(self._mark_rows[index])
+            step, layer, kind = int(r.events.steps[row]), int(r.events.layers[row]), int(r.events.kinds[row])
+        else:
+            a = self._agg
+            step, layer, kind = int(a.steps[index]), int(a.layers[index]), int(a.kinds[index])
+        return step, layer, kind, r.events.codes_at(step, layer, kind)
+
+    def click_mark(self, index: int) -> None:
+        """What a click on a mark does: list its codes; an individual event also selects its code."""
+        r = self.result
+        step, layer, kind, codes = self.mark_info(index)
+        self.mark_ring.setData([self._mx[index]], [self._my[index]])
+        name = EVENT_KINDS[kind]
+        self.mark_label.setText(f"<b>Step {step:,}, layer {layer}</b>: <span style='color:{KIND_COLORS[name]}'>"
+                                f"{codes.size:,} code{'s' if codes.size != 1 else ''} {name}</span>"
+                                + (f" (first {LIST_MAX:,} listed)" if codes.size > LIST_MAX else ""))
+        self.code_list.blockSignals(True)
+        self.code_list.clear()
+        for c in codes[:LIST_MAX]:
+            item = QListWidgetItem(f"code {int(c)}")
+            item.setData(Qt.ItemDataRole.UserRole, (layer, int(c)))
+            self.code_list.addItem(item)
+        self.code_list.blockSignals(False)
+        if self.mode == "events":
+            code = int(r.events.codes[int(self._mark_rows[index])])
+            self.select_code(layer, code)
+            self._select_in_list(layer, code)
+
+    def _select_in_list(self, layer: int, code: int) -> None:
+        self.code_list.blockSignals(True)
+        for i in range(self.code_list.count()):
+            if self.code_list.item(i).data(Qt.ItemDataRole.UserRole) == (layer, code):
+                self.code_list.setCurrentRow(i)
+                break
+        else:
+            self.code_list.clearSelection()
+        self.code_list.blockSignals(False)
+
+    def _list_clicked(self, item) -> None:
+        if item is None:
+            return
+        layer, code = item.data(Qt.ItemDataRole.UserRole)
+        self.select_code(layer, code)
+
+    def select_code(self, layer: int, code: int) -> None:
+        """Select a code here and, when the open checkpoint is this quantizer, everywhere."""
+        self.selected = (int(layer), int(code))
+        if self.linked:
+            self.selection.set_code(layer, code)
+        self._selected_changed()
+
+    def _selection_changed(self, layer: int, code: int) -> None:
+        if not self.linked or self.result is None:
+            return
+        new = (int(layer), int(code)) if code >= 0 else None
+        if new != self.selected:
+            self.selected = new
+            self._selected_changed()
+
+    def _selected_changed(self) -> None:
+        self._draw_highlight()
+        self._show_side()
+        self.trajectory.show_code(self.result, self.selected, self.reference)
+        self._publish_overlay()
+
+    def _draw_highlight(self) -> None:
+        r = self.result
+        if r is None or self.selected is None:
+            self.highlight.setData([], [])
+            return
+        layer, code = self.selected
+        rows = r.events.of_code(layer, code)
+        k = max(r.codebook_sizes)
+        ev = r.events
+        if self.mode == "events":
+            y = lane_y(ev.layers[rows], ev.kinds[rows], ev.codes[rows], k)
+        else:
+            y = lane_y(ev.layers[rows], ev.kinds[rows], None, k)
+        self.highlight.setData(x=ev.steps[rows].astype(np.float64), y=y)
+
+    def _clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or self.result is None:
+            return
+        pos = event.scenePos()
+        p = view_point(self.plot.getViewBox(), pos)
+        if p is not None:
+            index = self.mark_at(p.x(), p.y())
+            if index is not None:
+                self.click_mark(index)
+            return
+        for plot in (self.dead_plot, self.perp_plot):
+            if plot.getViewBox().sceneBoundingRect().contains(pos):
+                cell = self._strip_cell(plot, pos)
+                if cell is not None and self.linked:
+                    self.selection.set_layer(cell[1])
+                return
+
+    # --- hover ----------------------------------------------------------------------------------------------
+    def _strip_cell(self, plot, scene_pos) -> tuple[int, int] | None:
+        r = self.result
+        if r is None or self._cols is None:
+            return None
+        p = plot.getViewBox().mapSceneToView(scene_pos)
+        index, x0, width = self._cols
+        col = int(math.floor((p.x() - x0) / width * len(index)))
+        layer = int(round(p.y()))
+        if not (0 <= col < len(index) and 0 <= layer < r.n_q):
+            return None
+        return int(index[col]), layer
+
+    def _hovered(self, args) -> None:
+        pos = args[0]
+        r = self.result
+        if r is None:
+            return
+        text = " "
+        p = view_point(self.plot.getViewBox(), pos)
+        if p is not None:
+            index = self.mark_at(p.x(), p.y())
+            if index is not None:
+                step, layer, kind, codes = self.mark_info(index)
+                if self.mode == "events":
+                    row = int(self._mark_rows[index])
+                    text = f"layer {layer} · code {int(r.events.codes[row])} · {r.events.describe_row(row)}"
+                else:
+                    text = (f"step {step:,} · layer {layer} · {EVENT_KINDS[kind]}: "
+                            f"{int(self._agg.counts[index]):,} events, {codes.size:,} distinct codes")
+        else:
+            for plot, name, data in ((self.dead_plot, "EMA-dead codes", r.ema_dead),
+                                     (self.perp_plot, "perplexity on the features", r.perplexity)):
+                if plot.getViewBox().sceneBoundingRect().contains(pos):
+                    cell = self._strip_cell(plot, pos)
+                    if cell is not None:
+                        i, layer = cell
+                        v = data[i, layer]
+                        value = "–" if not np.isfinite(v) else f"{v:,.0f}" if data is r.ema_dead else f"{v:,.1f}"
+                        text = f"step {r.steps[i]:,} · layer {layer} · {name}: {value}"
+                        if np.isfinite(r.used[i, layer]):
+                            text += f" · used {int(r.used[i, layer]):,} / {r.codebook_sizes[layer]:,}"
+        self.hover_label.setText(text)
+
+    # --- the centroid map ---------------------------------------------------------------------------------
+    def _publish_overlay(self) -> None:
+        """The selected code's path, for the centroid map to draw (when the open checkpoint is this quantizer)."""
+        r = self.result
+        if r is None or self.selected is None or not self.linked:
+            if self.state.overlay is not None:
+                self.state.set_overlay(None)
+        else:
+            layer, code = self.selected
+            self.state.set_overlay(MapOverlay(layer, r.trajectory(layer, code),
+                                              f"code {code}: steps {r.steps[0]:,}→{r.steps[-1]:,}"))
+        self._show_map_note()
+
+    def _show_map_note(self) -> None:
+        if self.selected is None or self.result is None:
+            return
+        if not self.linked:
+            note = ""
+        elif OverlayPath.fits(self.state.overlay, self.state.map_geometry):
+            note = "Also drawn (dashed) on the centroid map."
+        else:
+            note = "Not on the centroid map: it is not showing this layer's PCA."
+        self.trajectory.set_note("", note)
+
+    # --- export -----------------------------------------------------------------------------------------------
+    def export_png(self, path) -> None:
+        export_scene_png(self.canvas.ci, path)
+
+
+# ======================================================================================================
+# install
+# ======================================================================================================
+
+def install(window) -> EventsView:
+    """Add the Events dock and File ▸ Open checkpoint series… to a MainWindow; returns the view.
+
+    Uses only public attributes: `selection`, `session`, `device`, `open`, `show_message`, `map`,
+    `dead_codes`, `views` (the view joins it, so the window calls its set_session / set_snapshot /
+    cleanup like any other view's), `menuBar()`, `addDockWidget`, `tabifyDockWidget`, `docks`.
+    """
+    from PySide6.QtCore import QTimer
+
+    if getattr(window, "events_view", None) is not None:  # once per window
+        return window.events_view
+    view = EventsView(window.selection, window)
+    dock = add_bottom_dock(window, view, "Events (checkpoint series)", "events")
+    window.events_view, window.events_dock = view, dock
+
+    action = QAction("Open checkpoint &series…", window)
+    action.setStatusTip("a folder of checkpoints saved during one training run: dead-code events over steps")
+    action.triggered.connect(lambda checked=False: (dock.show(), dock.raise_(), view.ask_open_folder()))
+    file_menu, _ = find_menu(window, "File")
+    if file_menu is not None:
+        actions = file_menu.actions()
+        after = next((i for i, a in enumerate(actions) if "older" in a.text()), None)
+        before = actions[after + 1] if after is not None and after + 1 < len(actions) else None
+        if before is not None:
+            file_menu.insertAction(before, action)
+        else:
+            file_menu.addAction(action)
+    window.addAction(action)
+    window.act_open_series = action
+    view_menu, _ = find_menu(window, "View")
+    if view_menu is not None:
+        view_menu.addAction(dock.toggleViewAction())
+
+    timer = QTimer(view)
+    timer.setInterval(200)
+    timer.timeout.connect(view.poll_map)
+    timer.start()
+    view._poll_timer = timer
+
+    def loaded(busy: bool) -> None:
+        if busy or view.result is None:
+            return
+        dock.show()
+        dock.raise_()
+        if not dock.isFloating() and dock.height() < 420:
+            window.resizeDocks([dock], [440], Qt.Orientation.Vertical)
+
+    view.slot.busy_changed.connect(loaded)
+    return view

@@ -1,0 +1,244 @@
+"""The CPU engine behind `nearest_codes`: fused score tiles and a two-level argmin. Private.
+
+- the codes are cut into panels of at most `PANEL` codes and the rows into blocks, so one
+  [rows, panel] score tile stays in cache and is never written to memory as a whole;
+- the tile comes from oneDNN (`torch.ops.mkldnn._linear_pointwise`) with `-2 E` packed once per
+  codebook and ||e||² as the bias; where that op is missing or disagrees with `addmm` on a probe,
+  `torch.addmm(out=...)` into a reused buffer;
+- the argmin is two-level: each panel's codes are stored permuted so that one vectorised vertical
+  `amin` gives the minimum of every group of S consecutive codes; the first group holding the row
+  minimum is found among few group minima, then the first code in that group. Ties go to the lowest
+  index exactly as `torch.argmin` does.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+
+import torch
+
+# At most this many codes per score tile, and about this many tile bytes per block.
+PANEL = 4096
+TILE_BYTES = 2 << 20
+# Rows per block when a caller passes none and the tile size allows more.
+MAX_ROWS = 4096
+
+
+def squared_norms(codebook: torch.Tensor) -> torch.Tensor:
+    """||e_k||² for each row, computed once per codebook and reused for every block."""
+    return codebook.pow(2).sum(dim=1)
+
+
+def _linear_op():
+    """oneDNN's dense linear (input, weight, bias) -> float32, if this torch build has it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _reorder_op():
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_ONEDNN_OK: bool | None = None
+_PROBE_LOCK = threading.Lock()
+
+
+def _onednn_ok() -> bool:
+    """Does oneDNN's linear give addmm's float32 scores here? Checked once."""
+    global _ONEDNN_OK
+    if _ONEDNN_OK is None:
+        with _PROBE_LOCK:
+            if _ONEDNN_OK is None:
+                _ONEDNN_OK = _probe_onednn()
+    return _ONEDNN_OK
+
+
+def _probe_onednn() -> bool:
+    op = _linear_op()
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(37, 24, generator=gen)
+        w = torch.randn(50, 24, generator=gen)
+        b = torch.randn(50, generator=gen)
+        got = op(x, w, b, "none", [], "")
+        want = torch.addmm(b, x, w.t())
+        return got.dtype == torch.float32 and got.shape == want.shape and bool(
+            torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+    except Exception:  # noqa: BLE001 - any failure means: do not use it
+        return False
+
+
+def _group_size(width: int) -> int:
+    """Codes per group of the two-level argmin: about sqrt(width), a power of two, leaving at least 32
+    groups (torch's vertical amin is slow over fewer than 32 contiguous columns); 1 (a plain row
+    argmin) for small panels."""
+    s = 1 << int(math.log2(max(1.0, math.sqrt(width))))
+    while s > 1 and -(-width // s) < 32:
+        s //= 2
+    return s
+
+
+class _Panel:
+    """One contiguous range of codes [start, start + width), stored for the two-level argmin.
+
+    Tile column c = a * G + g holds code start + g * S + a (S codes per group, G groups, G a multiple
+    of 16 so the vertical amin is vectorised); padding codes have weight 0 and bias +inf.
+    """
+
+    def __init__(self, codebook: torch.Tensor, sq: torch.Tensor, start: int, width: int):
+        self.start, self.width = start, width
+        s = _group_size(width)
+        g = -(-width // s)
+        if s > 1:
+            g = -(-g // 16) * 16
+        self.s, self.g = s, g
+        padded = s * g
+        a_idx = torch.arange(s).repeat_interleave(g)           # column c -> a = c // G
+        g_idx = torch.arange(g).repeat(s)                       # column c -> g = c % G
+        code = g_idx * s + a_idx                                # offset within the panel
+        valid = code < width
+        src = torch.where(valid, code, torch.zeros_like(code)) + start
+        weight = codebook[src] * -2.0
+        weight[~valid] = 0.0
+        bias = sq[src].clone()
+        bias[~valid] = float("inf")
+        self.weight = weight.contiguous()          # [padded, D] = -2 E (exact: a power of two)
+        self.bias = bias.contiguous()
+        self.padded = padded
+        self.packed = None
+
+    def pack(self, rows: int) -> None:
+        reorder = _reorder_op()
+        if reorder is None:
+            return
+        try:
+            self.packed = reorder(self.weight, rows)
+        except Exception:  # noqa: BLE001 - the plain weight works too, a little slower
+            self.packed = None
+
+    def scores(self, x: torch.Tensor, use_onednn: bool, buf: torch.Tensor | None) -> torch.Tensor:
+        """[rows, padded] float32 scores ||e||² - 2 x·e in the permuted column order."""
+        if use_onednn:
+            weight = self.packed if self.packed is not None else self.weight
+            return _linear_op()(x, weight, self.bias, "none", [], "")
+        out = buf[:x.shape[0], :self.padded] if buf is not None else None
+        return torch.addmm(self.bias, x, self.weight.t(), out=out)
+
+    def argmin(self, tile: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min score, code) per row of a tile from `scores`; the lowest code wins ties."""
+        rows = tile.shape[0]
+        cube = tile.view(rows, self.s, self.g)
+        group_min = cube.amin(dim=1)                            # [rows, G]
+        best, group = group_min.min(dim=1)                      # first group holding the minimum
+        if self.s == 1:
+            return best, group + self.start
+        index = group.view(rows, 1, 1).expand(rows, self.s, 1)
+        members = torch.gather(cube, 2, index).view(rows, self.s)
+        _, offset = members.min(dim=1)                          # first code in it with the minimum
+        return best, group * self.s + offset + self.start
+
+
+class _CpuPlan:
+    """Everything prepared once per codebook for the CPU engine."""
+
+    def __init__(self, codebook: torch.Tensor, sq: torch.Tensor | None):
+        if sq is None:
+            sq = squared_norms(codebook)
+        codebook = codebook.detach().contiguous()
+        sq = sq.detach().to(torch.float32).contiguous()
+        self.k, self.d = codebook.shape
+        self.use_onednn = _onednn_ok()
+        width = min(self.k, PANEL)
+        self.panels = [_Panel(codebook, sq, start, min(width, self.k - start))
+                       for start in range(0, self.k, width)]
+        widest = max(p.padded for p in self.panels)
+        self.rows = int(max(16, min(MAX_ROWS, TILE_BYTES // (4 * widest))))
+        if self.use_onednn:
+            for p in self.panels:
+                p.pack(self.rows)
+        self._local = threading.local()
+
+    def _buffer(self, rows: int) -> torch.Tensor | None:
+        if self.use_onednn:
+            return None
+        buf = getattr(self._local, "buf", None)
+        widest = max(p.padded for p in self.panels)
+        if buf is None or buf.shape[0] < rows:
+            buf = torch.empty(rows, widest)
+            self._local.buf = buf
+        return buf
+
+    def search(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        n = x.shape[0]
+        rows = self.rows if block is None else max(1, int(block))
+        out = torch.empty(n, dtype=torch.long)
+        buf = self._buffer(min(rows, n))
+        for start in range(0, n, rows):
+            xb = x[start:start + rows]
+            if not xb.is_contiguous():
+                xb = xb.contiguous()
+            out[start:start + rows] = self._search_fp32(xb, buf)
+        return out
+
+    def _search_fp32(self, xb: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
+        best = code = None
+        for panel in self.panels:
+            tile = panel.scores(xb, self.use_onednn, buf)
+            value, index = panel.argmin(tile)
+            if best is None:
+                best, code = value, index
+            else:
+                better = value < best                # strict: an earlier panel (lower codes) keeps ties
+                best = torch.where(better, value, best)
+                code = torch.where(better, index, code)
+        return code
+
+
+# --- plan cache --------------------------------------------------------------------------------------
+
+_PLANS: dict = {}
+_PLANS_LOCK = threading.Lock()
+_MAX_PLANS = 256
+
+
+def plan_for(codebook: torch.Tensor, sq: torch.Tensor | None) -> _CpuPlan:
+    """The prepared plan of a codebook, reused while the same (unmodified) tensors are passed."""
+    base = codebook._base if codebook._base is not None else codebook
+    key = (codebook.data_ptr(), tuple(codebook.shape), tuple(codebook.stride()),
+           None if sq is None else (sq.data_ptr(), sq.dtype, tuple(sq.stride())))
+    versions = (codebook._version, None if sq is None else sq._version)
+    entry = _PLANS.get(key)
+    if entry is not None:
+        ref, sq_ref, seen, plan = entry
+        if ref() is base and seen == versions and (sq is None or sq_ref() is _base_of(sq)):
+            return plan
+    plan = _CpuPlan(codebook, sq)
+    with _PLANS_LOCK:
+        # Plans of codebooks that no longer exist go at once (a plan holds ~2 copies of its table);
+        # past _MAX_PLANS live ones, the oldest half goes.
+        for stale in [k for k, v in _PLANS.items() if v[0]() is None]:
+            _PLANS.pop(stale, None)
+        if len(_PLANS) >= _MAX_PLANS:
+            for stale in list(_PLANS)[:_MAX_PLANS // 2]:
+                _PLANS.pop(stale, None)
+        _PLANS[key] = (weakref.ref(base), None if sq is None else weakref.ref(_base_of(sq)), versions, plan)
+    return plan
+
+
+def _base_of(t: torch.Tensor) -> torch.Tensor:
+    return t._base if t._base is not None else t
+
+
+def clear_plans() -> None:
+    """Forget every prepared codebook (tests; or to free the packed copies)."""
+    with _PLANS_LOCK:
+        _PLANS.clear()

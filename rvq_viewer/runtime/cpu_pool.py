@@ -1,0 +1,123 @@
+"""The process's CPU workers: one thread per core, each running torch ops single-threaded.
+
+Shared by every engine that splits rows over cores (the nearest-code search, the audit's encoder), so
+the process never runs two pools that fight over the same cores.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import threading
+
+import torch
+
+# RVQ_VIEWER_WORKERS=0 runs torch's intra-op threads instead of the workers.
+WORKERS_ENABLED = os.environ.get("RVQ_VIEWER_WORKERS", "1") != "0"
+# Rows per task handed to a CPU worker.
+PIECE_ROWS = 2048
+_WORKERS = None
+_WORKERS_LOCK = threading.Lock()
+_IN_WORKER = threading.local()
+
+
+def in_worker() -> bool:
+    """True inside a CPU worker thread (its torch ops run on one thread)."""
+    return getattr(_IN_WORKER, "active", False)
+
+
+class CpuWorkers:
+    """One thread per core, each running torch ops single-threaded on its own row pieces.
+
+    Two cores fed by OpenMP intra-op parallelism meet at a barrier after every op; when another process
+    shares the cores (a GUI, a second job) the slower thread stalls the other at each of them, and a
+    small-tile search slows down by 5x or more. Independent workers that take the next piece of rows
+    from a queue have no barrier: a core that is busy elsewhere just takes fewer pieces.
+
+    Each worker sets its own OpenMP thread count to 1 (`omp_set_num_threads` is per thread), leaving
+    torch's setting for other threads alone. Where that cannot be done, there are no workers and the
+    callers run intra-op parallel as before.
+    """
+
+    def __init__(self, n: int, set_threads):
+        self.n = n
+        self._set_threads = set_threads
+        self._tasks: "queue.SimpleQueue" = queue.SimpleQueue()
+        ready = [threading.Event() for _ in range(n)]
+        self.threads = [threading.Thread(target=self._loop, args=(ev,), name=f"rvq-worker-{i}", daemon=True)
+                        for i, ev in enumerate(ready)]
+        for t in self.threads:
+            t.start()
+        for ev in ready:
+            ev.wait()
+
+    def _loop(self, ready: threading.Event) -> None:
+        torch.get_num_threads()          # torch's lazy per-thread init first, so it cannot undo ours
+        self._set_threads(1)
+        _IN_WORKER.active = True
+        ready.set()
+        while True:
+            job = self._tasks.get()
+            if job is None:
+                return
+            job()
+
+    def run(self, fn, items) -> list:
+        """fn(item) for every item, on the workers; results in order. The first error is re-raised once
+        every item already started has finished (so callers may reuse what the items wrote to)."""
+        items = list(items)
+        if in_worker():                      # nested: the workers are busy with our caller
+            return [fn(item) for item in items]
+        results = [None] * len(items)
+        state = {"next": 0, "error": None, "jobs": min(self.n, len(items))}
+        cond = threading.Condition()
+
+        def job() -> None:
+            while True:
+                with cond:
+                    if state["error"] is not None or state["next"] >= len(items):
+                        state["jobs"] -= 1
+                        cond.notify_all()
+                        return
+                    index = state["next"]
+                    state["next"] += 1
+                try:
+                    results[index] = fn(items[index])
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    with cond:
+                        if state["error"] is None:
+                            state["error"] = exc
+
+        for _ in range(state["jobs"]):
+            self._tasks.put(job)
+        with cond:
+            while state["jobs"] > 0:
+                cond.wait()
+        if state["error"] is not None:
+            raise state["error"]
+        return results
+
+
+def _omp_setter():
+    """`omp_set_num_threads` of the OpenMP runtime torch uses, or None."""
+    try:
+        lib = ctypes.CDLL(None)
+        fn = lib.omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = None
+    return fn
+
+
+def cpu_workers() -> "CpuWorkers | None":
+    """The shared CPU workers (one per torch intra-op thread), or None with one thread or no OpenMP."""
+    global _WORKERS
+    if _WORKERS is None:
+        with _WORKERS_LOCK:
+            if _WORKERS is None:
+                n = torch.get_num_threads()
+                setter = _omp_setter() if WORKERS_ENABLED else None
+                _WORKERS = CpuWorkers(n, setter) if n > 1 and setter is not None else False
+    return _WORKERS or None
