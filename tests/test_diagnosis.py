@@ -16,7 +16,7 @@ from rvq_viewer.analysis.diagnosis import (EXIT_COLLAPSE, PairAccumulator, Verdi
                                   format_verdicts, report_dict, worst, write_json)
 from rvq_viewer.analysis.audit import pairs as redundancy
 from rvq_viewer.analysis.audit.pairs import MOMENT_STRIDE
-from rvq_viewer.analysis.diagnosis import geometry, rules
+from rvq_viewer.analysis.diagnosis import geometry, rules, thresholds
 from rvq_viewer.quant import nearest_neighbours
 from rvq_viewer.io import FeatureSource, load_quantizer
 
@@ -108,7 +108,7 @@ def test_rank_two_codebook_is_low_rank_against_full_rank_features(tmp_path):
     v = by_key(diagnose(result, q, pairs))["low_rank@0"]
     assert v.evidence["effective_rank"] < 2.01 and v.evidence["participation_ratio"] < 2.01
     assert v.evidence["input_effective_rank"] > 14
-    assert v.evidence["ratio"] < rules.LOW_RANK_RATIO and v.view == "centroids"
+    assert v.evidence["ratio"] < thresholds.LOW_RANK_RATIO and v.view == "centroids"
     # Without input statistics the dimension D is the reference, and the verdict still holds.
     assert "low_rank" in ids_at(diagnose(result, q), 0)
     # A full-rank codebook on the same features is fine.
@@ -157,7 +157,7 @@ def test_stages_that_stop_helping(tmp_path):
     result, _ = audit(q, frames, tmp_path, pairs=False)
     found = by_key(diagnose(result, q))
     assert "stage_no_gain@1" in found and found["stage_no_gain@1"].view == "residuals"
-    assert found["stage_no_gain@1"].evidence["gain_db"] < rules.STAGE_GAIN_FRACTION * found["stage_no_gain@1"].evidence["reference_gain_db"]
+    assert found["stage_no_gain@1"].evidence["gain_db"] < thresholds.STAGE_GAIN_FRACTION * found["stage_no_gain@1"].evidence["reference_gain_db"]
     assert "residual_grows@2" in found and found["residual_grows@2"].evidence["gain_db"] < 0
     assert "stage_no_gain@0" not in found and "residual_grows@0" not in found
 
@@ -220,9 +220,9 @@ def test_usage_is_judged_against_a_uniform_codebook_on_the_same_frames(tmp_path)
 
 
 def test_uniform_reference():
-    util, ppl = rules.uniform_reference(512, 12550)
+    util, ppl = thresholds.uniform_reference(512, 12550)
     assert util == pytest.approx(1.0, abs=1e-9) and 490 < ppl < 512
-    util, ppl = rules.uniform_reference(65536, 10000)
+    util, ppl = thresholds.uniform_reference(65536, 10000)
     assert util == pytest.approx(1 - math.exp(-10000 / 65536), rel=1e-3)
     assert ppl < 10000
 
@@ -334,7 +334,7 @@ def test_verdict_validation_and_json():
 
 
 def test_every_threshold_is_documented():
-    table = rules.threshold_table()
+    table = thresholds.threshold_table()
     names = {name for name, _, _ in table}
     assert {"UTIL_WARN", "UTIL_COLLAPSE", "PPL_WARN", "PPL_COLLAPSE", "TOP_SHARE_WARN_FACTOR", "DUP_FACTOR",
             "LOW_RANK_RATIO", "STAGE_GAIN_FRACTION", "REDUNDANCY_WARN", "EMA_THRESHOLD_WARN"} <= names

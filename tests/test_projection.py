@@ -95,7 +95,8 @@ def test_exact_knn_matches_brute_force_with_each_point_first():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(700, 5)).astype(np.float32)
     x[10] = x[3]                                  # an exact duplicate: each is still its own first
-    index, dist = projection.exact_knn(x, 7, block=128)
+    from rvq_viewer.analysis import umap_child
+    index, dist = umap_child.exact_knn(x, 7, block=128)
     d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
     assert (index[:, 0] == np.arange(700)).all() and (dist[:, 0] == 0).all()
     assert index[3, 1] == 10 and dist[3, 1] == 0

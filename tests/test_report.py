@@ -7,7 +7,6 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import pytest
 import torch
 
 from rvq_viewer import cli

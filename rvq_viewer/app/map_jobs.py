@@ -1,4 +1,5 @@
-"""The centroid map's geometry: PCA at once, UMAP from the child process, and a KD-tree for picking."""
+"""The centroid map's geometry: PCA at once, UMAP from the child process, and a KD-tree for picking;
+`map_job` yields them in that order."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..analysis.pca import PcaProjection
+from ..analysis.umap_service import ProjectionCancelled, ProjectionError, UmapParams
 from .open_jobs import check
 from .session import Session
+
+
+UMAP_MAX_POINTS = 131_072      # beyond this the map stays PCA (a UMAP fit would take many minutes)
 
 
 @dataclass
@@ -64,3 +69,33 @@ def umap_geometry(cancel: threading.Event, service, session: Session, layers: li
     note = "cached" if emb.cached else f"{emb.seconds:.1f} s"
     return MapGeometry((tuple(layers), "umap"), layer_ids, code_ids, emb.coords, emb.method,
                        cKDTree(emb.coords), note=note, seconds=emb.seconds)
+
+
+@dataclass
+class MapNote:
+    """A message from the map job (e.g. UMAP failed); the PCA stays."""
+
+    text: str
+
+
+def map_job(cancel, service, session: Session, layers: list[int], params: UmapParams, use_umap: bool,
+            pca: MapGeometry | None):
+    """Yield the PCA geometry (unless given), then the UMAP one or a note saying why there is none."""
+    if pca is None:
+        pca = pca_geometry(cancel, session, layers)
+        yield pca
+    if not use_umap:
+        return
+    if service is None:
+        yield MapNote("UMAP is off (no UMAP process)")
+        return
+    n = sum(len(session.codebooks[i]) for i in layers)
+    if n > UMAP_MAX_POINTS:
+        yield MapNote(f"UMAP skipped: {n:,} points (limit {UMAP_MAX_POINTS:,})")
+        return
+    try:
+        yield umap_geometry(cancel, service, session, layers, params, pca)
+    except ProjectionCancelled:
+        return
+    except ProjectionError as exc:
+        yield MapNote(str(exc))

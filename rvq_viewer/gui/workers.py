@@ -15,7 +15,7 @@ import threading
 from typing import Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
-from superqt.utils import WorkerBase, create_worker
+from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
 _live: set[WorkerBase] = set()   # started and not yet finished, across all slots
 BACKGROUND_NICE = 10             # worker threads yield the CPU to the GUI thread (Linux: per thread)
@@ -50,6 +50,22 @@ def _in_background(fn: Callable) -> Callable:
     return call
 
 
+def _close_when_done(worker: GeneratorWorker) -> None:
+    """Close the job's generator in the worker thread when the worker stops iterating it (an abort leaves
+    it suspended at a yield): what it holds (a read-ahead thread, open files) goes then, not at some
+    later garbage collection."""
+    work = worker.work
+
+    def work_then_close():
+        try:
+            return work()
+        finally:
+            gen = getattr(worker, "_gen", None)
+            if gen is not None:
+                gen.close()
+    worker.work = work_then_close
+
+
 class JobSlot(QObject):
     """Runs `fn(cancel_event, *args)` in the global thread pool, one job at a time.
 
@@ -78,6 +94,8 @@ class JobSlot(QObject):
         cancel = threading.Event()
         worker = create_worker(_in_background(fn), cancel, *args, _start_thread=False, _ignore_errors=True,
                                **kwargs)
+        if isinstance(worker, GeneratorWorker):
+            _close_when_done(worker)
 
         def guarded(callback):
             def call(*values):

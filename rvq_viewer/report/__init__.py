@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..analysis.audit import AuditResult, PairAccumulator
 from ..analysis.compare import Comparison
-from ..analysis.diagnosis import Verdict, rules, worst
+from ..analysis.diagnosis import Verdict, thresholds, worst
 from ..io.outputs import atomic_write_text
 from ..quant import Quantizer
 from ..version import __version__
@@ -96,7 +96,7 @@ def _verdict_group(group: list[Verdict]) -> str:
     color = SEVERITY_COLORS[first.severity]
     layers = [v.layer for v in group if v.layer is not None]
     where = "whole quantizer" if not layers else f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
-    title = rules.RULE_TITLES.get(first.id, first.title) if len(group) > 1 else first.title
+    title = thresholds.RULE_TITLES.get(first.id, first.title) if len(group) > 1 else first.title
     rows = []
     for v in group:
         label = "all" if v.layer is None else str(v.layer)
@@ -123,7 +123,7 @@ def _verdicts_section(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         if v.id != "summary" and v.severity != "ok":
             groups.setdefault(v.id, []).append(v)
-    order = list(rules.RULE_TITLES)
+    order = list(thresholds.RULE_TITLES)
     ordered = sorted(groups.values(), key=lambda g: (-max(v.rank for v in g),
                                                      order.index(g[0].id) if g[0].id in order else len(order)))
     parts.append("<h2>Verdicts</h2>")
@@ -171,7 +171,7 @@ def _comparison_section(comparison: Comparison, verdicts_b: list[Verdict] | None
             top = max(group, key=lambda v: v.rank)
             layers = [str(v.layer) for v in group if v.layer is not None]
             where = f"layers {', '.join(layers)}" if len(layers) > 1 else (f"layer {layers[0]}" if layers else "all")
-            name = rules.RULE_TITLES.get(rule, top.title) if len(group) > 1 else top.title
+            name = thresholds.RULE_TITLES.get(rule, top.title) if len(group) > 1 else top.title
             items.append(f"<li>{_badge(top.severity)} {escape(name)} ({escape(where)})</li>")
         if items:
             out.append('<ul class="bl">' + "".join(items) + "</ul>")
@@ -203,7 +203,7 @@ def _comparison_section(comparison: Comparison, verdicts_b: list[Verdict] | None
 
 def _rules_section() -> str:
     rows = ["<table class='rules'><tr><th>threshold</th><th>value</th><th>where it comes from, how it scales with K</th></tr>"]
-    for name, value, doc in rules.threshold_table():
+    for name, value, doc in thresholds.threshold_table():
         rows.append(f"<tr><td><code>{escape(name)}</code></td><td class='n'>{escape(_num(float(value)))}</td>"
                     f"<td>{escape(doc)}</td></tr>")
     rows.append("</table>")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis.audit import AuditResult, LayerReport, PairAccumulator
 from ..analysis.compare import Comparison, Projection, joint_projection, rank_frequency
-from ..analysis.diagnosis import rules
+from ..analysis.diagnosis import thresholds
 from .svg import MAX_POINTS, PALETTE, SEVERITY_COLORS, Axis, Chart, log_samples, ramp
 
 A_COLOR, B_COLOR = PALETTE[0], PALETTE[1]
@@ -35,7 +35,7 @@ def usage_chart(report: LayerReport, width: int = WIDE, height: int = 250) -> st
     chart.hline(1.0 / k, "#555", label=f"uniform 1/K = {1.0 / k:.2g}")
     if used < k:
         chart.band(max(used, 1), k, SEVERITY_COLORS["collapse"], 0.10, f"{k - used} unused")
-    top, share = rules.top_share(counts)
+    top, share = thresholds.top_share(counts)
     chart.vline(top, "#777", "2 3", f"top 1%: {share:.0%} of frames", bottom=True)
     return chart.render(f"Layer {report.layer}: {used} of {k} codes used; perplexity {report.perplexity:.1f}")
 
@@ -89,15 +89,16 @@ def layers_usage_chart(result: AuditResult, width: int = NARROW, height: int = 2
     util, ppl = [], []
     for r in result.layers:
         frames = int(sum(r.counts))
-        u_ref, p_ref = rules.uniform_reference(r.codebook_size, frames) if frames else (1.0, 1.0)
+        u_ref, p_ref = thresholds.uniform_reference(r.codebook_size, frames) if frames else (1.0, 1.0)
         util.append(r.utilization / u_ref if u_ref else 0.0)
         ppl.append(r.perplexity / p_ref if p_ref else 0.0)
     xs = np.arange(n)
     chart.bars(xs - 0.18, util, PALETTE[0], 0.34, "utilization", [f"layer {i}: {v:.2f}" for i, v in enumerate(util)])
     chart.bars(xs + 0.18, ppl, PALETTE[2], 0.34, "perplexity", [f"layer {i}: {v:.2f}" for i, v in enumerate(ppl)])
-    chart.hline(rules.UTIL_WARN, SEVERITY_COLORS["warning"], label=f"utilization warning {rules.UTIL_WARN}")
-    chart.hline(rules.UTIL_COLLAPSE, SEVERITY_COLORS["collapse"], label=f"collapse {rules.UTIL_COLLAPSE}")
-    chart.hline(rules.PPL_COLLAPSE, SEVERITY_COLORS["collapse"], "1 3", label=f"perplexity collapse {rules.PPL_COLLAPSE}")
+    chart.hline(thresholds.UTIL_WARN, SEVERITY_COLORS["warning"], label=f"utilization warning {thresholds.UTIL_WARN}")
+    chart.hline(thresholds.UTIL_COLLAPSE, SEVERITY_COLORS["collapse"], label=f"collapse {thresholds.UTIL_COLLAPSE}")
+    chart.hline(thresholds.PPL_COLLAPSE, SEVERITY_COLORS["collapse"], "1 3",
+                label=f"perplexity collapse {thresholds.PPL_COLLAPSE}")
     return chart.render("Utilization and perplexity per layer, relative to a uniform codebook")
 
 
@@ -118,8 +119,8 @@ def snr_chart(result: AuditResult, width: int = NARROW, height: int = 240) -> st
     for i, g in enumerate(gains):
         k = result.layers[i].codebook_size
         dim = int(result.quantizer.get("dim", 1)) or 1
-        budget = rules.DB_PER_BIT * math.log2(k) / dim if k > 1 else 0
-        colors.append(SEVERITY_COLORS["warning"] if (math.isfinite(g) and g < rules.STAGE_GAIN_FRACTION * budget)
+        budget = thresholds.DB_PER_BIT * math.log2(k) / dim if k > 1 else 0
+        colors.append(SEVERITY_COLORS["warning"] if (math.isfinite(g) and g < thresholds.STAGE_GAIN_FRACTION * budget)
                       else "#90caf9")
     for i in range(n):
         chart.bars([xs[i]], [gains[i]], colors[i], 0.5, None, [f"layer {i}: gain {gains[i]:.2f} dB"])
@@ -143,7 +144,7 @@ def redundancy_chart(pairs: PairAccumulator, n_layers: int, width: int = NARROW,
                [f"layers {i}-{i + 1}: {v:.2f}" for i, v in enumerate(values)])
     chart.bars(xs + 0.18, floors, "#bdbdbd", 0.34, "chance floor / H",
                [f"layers {i}-{i + 1}: floor {v:.2f}" for i, v in enumerate(floors)])
-    chart.hline(rules.REDUNDANCY_WARN, SEVERITY_COLORS["warning"], label=f"warning {rules.REDUNDANCY_WARN}")
+    chart.hline(thresholds.REDUNDANCY_WARN, SEVERITY_COLORS["warning"], label=f"warning {thresholds.REDUNDANCY_WARN}")
     return chart.render("Mutual information between the codes of consecutive layers, scaled to chance and H")
 
 

@@ -62,7 +62,7 @@ def test_open_series_fills_the_timeline_and_an_event_selects_its_code(events, qt
     assert view.mode == "events"
     drawn = sum(len(item.getData()[0]) for item in view.scatters)
     assert drawn == len(r.events) > 100
-    assert view.dead_image.image.shape == (4, 5)                # layers x checkpoints
+    assert view.strips.dead_image.image.shape == (4, 5)                # layers x checkpoints
     assert np.isfinite(r.perplexity).all()                       # the session's features were used
     assert view.reference == 4 and view.linked                   # healthy.pt is step 1000 of the series
 

@@ -111,7 +111,7 @@ class AuditAccumulator:
     def __init__(self, codebook_sizes: list[int], pairs=None):
         self.layers = [LayerAccumulator(k) for k in codebook_sizes]
         self.input = NormStats()
-        # Optional joint code histograms of consecutive layers (diagnosis.redundancy.PairAccumulator),
+        # Optional joint code histograms of consecutive layers (`pairs.PairAccumulator`),
         # fed in the same pass so features are read once.
         self.pairs = pairs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ...io.outputs import atomic_write_text
 from ...quant import Quantizer
 from ..audit import AuditResult, PairAccumulator
-from . import rules
+from . import rules, thresholds
 from .verdict import SEVERITIES, VIEWS, Verdict, severity_rank
 
 EXIT_COLLAPSE = 3
@@ -114,7 +114,7 @@ def format_verdicts(verdicts: list[Verdict], min_severity: str = "info") -> str:
         where = "all" if v.layer is None else f"layer {v.layer}"
         lines.append(f"[{v.severity}] {where}: {v.title}")
         if v.severity in ("warning", "collapse") and v.remedy and v.id != "summary":
-            remedies.setdefault(rules.RULE_TITLES.get(v.id, v.id), v.remedy)
+            remedies.setdefault(thresholds.RULE_TITLES.get(v.id, v.id), v.remedy)
     if remedies:
         lines.append("what to try:")
         lines.extend(f"  {name}: {remedy}" for name, remedy in remedies.items())

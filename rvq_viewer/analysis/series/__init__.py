@@ -5,6 +5,6 @@ from .events import CheckpointFindings, Event, EventsReport, Summary, find_event
 from .ordering import Series, SeriesEntry, list_checkpoints, open_series, stored_step
 from .table import EVENT_KINDS, AggregatedEvents, EventTable, died_at_mapping, died_at_steps, summary_arrays
 
-__all__ = ["EVENT_KINDS", "AggregatedEvents", "CheckpointFindings", "Event", "EventTable", "EventsReport", "Series", "SeriesEntry",
-           "Summary", "died_at_mapping", "died_at_steps", "find_events", "iter_findings", "layer_events", "list_checkpoints",
-           "open_series", "stored_step", "summary_arrays"]
+__all__ = ["EVENT_KINDS", "AggregatedEvents", "CheckpointFindings", "Event", "EventTable", "EventsReport", "Series",
+           "SeriesEntry", "Summary", "died_at_mapping", "died_at_steps", "find_events", "iter_findings",
+           "layer_events", "list_checkpoints", "open_series", "stored_step", "summary_arrays"]

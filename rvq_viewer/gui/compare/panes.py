@@ -187,12 +187,12 @@ class ProjectionPane(QObject):
                                 (self.points_b, p.b, used_b), (self.points_b_unused, p.b, ~used_b)):
             idx = np.flatnonzero(mask)
             g.setData(x=coords[idx, 0], y=coords[idx, 1], data=idx)
-        both = np.concatenate([p.a, p.b])
+        both = np.concatenate([p.a, p.b]).astype(np.float64)   # float32 ranges overflow in ViewBox's checks
         lo, hi = both.min(axis=0), both.max(axis=0)
         pad = 0.05 * np.maximum(hi - lo, 1e-9)
         item = self.plot.getPlotItem()
-        item.getViewBox().setRange(xRange=(lo[0] - pad[0], hi[0] + pad[0]), yRange=(lo[1] - pad[1], hi[1] + pad[1]),
-                                   padding=0.0)
+        item.getViewBox().setRange(xRange=(float(lo[0] - pad[0]), float(hi[0] + pad[0])),
+                                   yRange=(float(lo[1] - pad[1]), float(hi[1] + pad[1])), padding=0.0)
         item.setLabel("bottom", f"PC1 ({p.explained[0]:.0%} of variance)")
         item.setLabel("left", f"PC2 ({p.explained[1]:.0%})")
         self.label.setText(f"<b>Layer {layer}: both centroid sets in one PCA</b>, fitted once on the "

@@ -34,7 +34,7 @@ from ..workers import JobSlot
 from .deltas import DeltasTable
 from .dialog import CompareDialog
 from .match_model import MatchModel
-from .palette import A_COLOR, B_COLOR, tag
+from .palette import tag
 from .panes import ProjectionPane, UsagePane, column
 
 HTML_FILTER = "HTML (*.html *.htm)"

@@ -14,91 +14,35 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox
 
-from ...analysis.umap_service import ProjectionCancelled, ProjectionError, UmapParams
-from ...app.map_jobs import MapGeometry, pca_geometry, umap_geometry
+from ...analysis.umap_service import UmapParams
+from ...app.map_jobs import MapGeometry, MapNote, map_job
 from ...app.session import Session, Snapshot
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import (DEAD_COLOR, SELECT_COLOR, USAGE_COLORMAP, elastic_label, export_scene_png,
                               layer_color, steady_axis)
 from ..widgets.picking import KdPicker, view_point
+from ..widgets.scatter import UniformScatter
 from ..workers import JobSlot
 from .map_overlay import OverlayPath
 
 USAGE_LEVELS = 16
-UMAP_MAX_POINTS = 131_072      # beyond this the map stays PCA (a UMAP fit would take many minutes)
 RECOLOR_INTERVAL_BIG = 1.0     # s between recolours while an audit streams, for > 16k points
 HOVER_RADIUS_PX = 8
 INCREMENTAL_ABOVE = 8192       # maps with more points recolour one group per event-loop turn
 STAGGER_MS = 1                 # a real timer between groups (a zero timer runs in the same pass)
 
 
-class UniformScatter(pg.ScatterPlotItem):
-    """A ScatterPlotItem whose points all share one symbol, size, pen and brush.
-
-    pyqtgraph looks up each point's symbol in its atlas with a Python loop over points; with one
-    style for all, a single lookup serves every point (65,536 points: ~2 ms instead of ~70 ms).
-    """
-
-    def updateSpots(self, dataSet=None):  # noqa: N802 (Qt naming)
-        try:
-            data = self.data if dataSet is None else dataSet
-            mask = data["sourceRect"]["w"] == 0
-            if mask.any():
-                o = self.opts
-                coords = self.fragmentAtlas[[(o["symbol"], o["size"], o["pen"], o["brush"])]][0]
-                data["sourceRect"][mask] = coords
-            self._updateMaxSpotSizes(data=data)
-            self.invalidate()
-        except (AttributeError, KeyError, TypeError, ValueError):  # pyqtgraph internals changed
-            super().updateSpots(dataSet)
-
-
-class _Note:
-    """A message from the map job (e.g. UMAP failed); the PCA stays."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-
-def map_job(cancel, service, session: Session, layers: list[int], params: UmapParams, use_umap: bool,
-            pca: MapGeometry | None):
-    """Yield the PCA geometry (unless given), then the UMAP one or a note saying why there is none."""
-    if pca is None:
-        pca = pca_geometry(cancel, session, layers)
-        yield pca
-    if not use_umap:
-        return
-    if service is None:
-        yield _Note("UMAP is off (no UMAP process)")
-        return
-    n = sum(len(session.codebooks[i]) for i in layers)
-    if n > UMAP_MAX_POINTS:
-        yield _Note(f"UMAP skipped: {n:,} points (limit {UMAP_MAX_POINTS:,})")
-        return
-    try:
-        yield umap_geometry(cancel, service, session, layers, params, pca)
-    except ProjectionCancelled:
-        return
-    except ProjectionError as exc:
-        yield _Note(str(exc))
-
-
-class CentroidMapView(QWidget):
+class CentroidMapView(Panel):
     title = "Centroid map"
 
     def __init__(self, state: AppState, umap_service=None, parent=None):
-        super().__init__(parent)
-        self.setObjectName("centroid_map")
-        self.state = state
-        self.selection = selection = state.selection
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
+        super().__init__(state, "centroid_map", parent)
+        selection = self.selection
         self.service = umap_service
         self.params = UmapParams()
-        self.session: Session | None = None
-        self.snapshot: Snapshot | None = None
         self.geometry: MapGeometry | None = None
         self._geoms: dict[tuple, MapGeometry] = {}
         self._notes: dict[tuple, str] = {}
@@ -159,17 +103,8 @@ class CentroidMapView(QWidget):
         self.canvas.addItem(self.legend, row=1, col=0)
         self._legend_key = None
 
-        top = QHBoxLayout()
-        top.setContentsMargins(4, 0, 4, 0)
-        top.addWidget(self.mode_box)
-        top.addWidget(self.umap_box)
-        top.addWidget(self.status, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(2)
-        layout.addLayout(top)
-        layout.addWidget(self.canvas, 1)
-        layout.addWidget(self.hover_label)
+        self.lay_out([self.mode_box, self.umap_box, self.status], None, self.canvas, self.hover_label,
+                     stretch_last=True)
 
         self.mode_box.currentIndexChanged.connect(lambda _: self.request())
         self.umap_box.toggled.connect(lambda _: self.request())
@@ -268,7 +203,7 @@ class CentroidMapView(QWidget):
 
     def _job_yielded(self, value) -> None:
         key = tuple(self._layers())
-        if isinstance(value, _Note):
+        if isinstance(value, MapNote):
             self._notes[key] = value.text
             self._show_status()
             return

@@ -12,11 +12,12 @@ import time
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QTableView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableView
 
 from ...app.dead_codes import dead_code_table
 from ...app.session import DeadCodeTable, Session, Snapshot
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import DEAD_COLOR, header_label, write_csv
 from ..workers import JobSlot
 
@@ -136,18 +137,12 @@ _DEAD_QCOLOR = QColor(DEAD_COLOR)
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
-class DeadCodesView(QWidget):
+class DeadCodesView(Panel):
     title = "Dead codes"
 
     def __init__(self, state: AppState, parent=None):
-        super().__init__(parent)
-        self.setObjectName("dead_codes")
-        self.state = state
-        self.selection = selection = state.selection
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
-        self.session: Session | None = None
-        self.snapshot: Snapshot | None = None
+        super().__init__(state, "dead_codes", parent)
+        selection = self.selection
         self.table: DeadCodeTable | None = None
         self._table_for: tuple | None = None
         self._last_start = 0.0
@@ -175,16 +170,7 @@ class DeadCodesView(QWidget):
         metrics = self.view.horizontalHeader().fontMetrics()
         for col, name in enumerate(COLUMNS):   # from the header text: sizing to contents reads every row
             self.view.horizontalHeader().resizeSection(col, max(64, metrics.horizontalAdvance(name) + 30))
-        top = QHBoxLayout()
-        top.setContentsMargins(4, 0, 4, 0)
-        top.addWidget(self.filter_box)
-        top.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(2)
-        layout.addLayout(top)
-        layout.addWidget(self.header)
-        layout.addWidget(self.view, 1)
+        self.lay_out([self.filter_box], self.header, self.view)
         self.filter_box.currentIndexChanged.connect(lambda _: self._fill())
         self.view.selectionModel().selectionChanged.connect(self._row_selected)
         selection.layer_changed.connect(lambda _: self.request(force=True))

@@ -17,11 +17,12 @@ import math
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QSplitter, QTextBrowser, QToolButton,
-                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout)
 
 from ...analysis.diagnosis.verdict import SEVERITIES, Verdict, severity_rank
 from ...report.svg import SEVERITY_COLORS
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import header_label
 
 SEVERITY_ICONS = {"collapse": "✖", "warning": "▲", "info": "●", "ok": "✔"}
@@ -128,7 +129,7 @@ def _capital(text: str) -> str:
 
 # --- the widget -------------------------------------------------------------------------------------------
 
-class DiagnosisPanel(QWidget):
+class DiagnosisPanel(Panel):
     """Verdicts list + details; activating a verdict requests `Verdict.view` from the app state."""
 
     title = "Diagnosis"
@@ -136,14 +137,8 @@ class DiagnosisPanel(QWidget):
     headline_changed = Signal(str)         # a short dock title: "Diagnosis · ✖ 9 collapse"
 
     def __init__(self, state: AppState, parent=None):
-        super().__init__(parent)
-        self.setObjectName("diagnosis")
-        self.state = state
-        self.selection = selection = state.selection
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
-        self.session = None
-        self.snapshot = None
+        super().__init__(state, "diagnosis", parent)
+        selection = self.selection
         self.verdicts: list[Verdict] | None = None
         self.note = ""
         self._shown_for = None       # the snapshot whose state the panel shows
@@ -242,9 +237,6 @@ class DiagnosisPanel(QWidget):
     @property
     def ready(self) -> bool:
         return self.snapshot is None or self._shown_for is self.snapshot
-
-    def cleanup(self) -> None:
-        pass
 
     @staticmethod
     def _no_audit_note(session) -> str:

@@ -11,9 +11,10 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox
 
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label, steady_axis
 from ..widgets.picking import view_point
 from ..widgets.usage_curve import UsageCurve, decade_ticks, usage_steps
@@ -22,16 +23,11 @@ BAR_COLOR = "#3B75AF"
 COUNT_AXIS_WIDTH = 66         # room for 6-character ticks ("800000", "4e+07") beside the axis title
 
 
-class HistogramView(QWidget):
+class HistogramView(Panel):
     title = "Usage histogram"
 
     def __init__(self, state: AppState, parent=None):
-        super().__init__(parent)
-        self.setObjectName("histogram")
-        self.state = state
-        self.selection = state.selection
-        self.session = None
-        self.snapshot = None
+        super().__init__(state, "histogram", parent)
         self.counts: np.ndarray | None = None
         self.steps = None
         self._drawn = False
@@ -73,24 +69,12 @@ class HistogramView(QWidget):
         self.select_line.hide()
         self.zipf_curve.hide()
 
-        top = QHBoxLayout()
-        top.setContentsMargins(4, 0, 4, 0)
-        top.addWidget(self.log_box)
-        top.addWidget(self.sorted_box)
-        top.addStretch(1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(2)
-        layout.addLayout(top)
-        layout.addWidget(self.header)
-        layout.addWidget(self.plot, 1)
+        self.lay_out([self.log_box, self.sorted_box], self.header, self.plot)
 
         self.log_box.toggled.connect(self._redraw)
         self.sorted_box.toggled.connect(self._redraw)
         self.selection.layer_changed.connect(self._layer_changed)
         self.selection.code_changed.connect(lambda layer, code: self._show_code())
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
         self.plot.scene().sigMouseClicked.connect(self._clicked)
         item.getViewBox().sigXRangeChanged.connect(self._x_range_changed)
         self._show_header()

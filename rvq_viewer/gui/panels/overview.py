@@ -7,11 +7,12 @@ import math
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ...analysis.diagnosis import severity_rank
 from ...app.session import Session, Snapshot, snapshot_health
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, header_label, table_rows, write_csv
 
 COLUMNS = ["Layer", "Used / K", "Util.", "Perplexity", "Entropy", "Dead", "EMA-dead", "Resid.", "Rel. err",
@@ -32,18 +33,12 @@ TOOLTIPS = [
 ]
 
 
-class OverviewView(QWidget):
+class OverviewView(Panel):
     title = "Overview"
 
     def __init__(self, state: AppState, parent=None):
-        super().__init__(parent)
-        self.setObjectName("overview")
-        self.state = state
-        self.selection = selection = state.selection
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
-        self.session: Session | None = None
-        self.snapshot: Snapshot | None = None
+        super().__init__(state, "overview", parent)
+        selection = self.selection
         self.info = header_label()
         self.info.setObjectName("overview-info")
         self.table = QTableWidget(0, len(COLUMNS))
@@ -59,10 +54,7 @@ class OverviewView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.info)
-        layout.addWidget(self.table, 1)
+        self.lay_out([], self.info, self.table)
         self.table.itemSelectionChanged.connect(self._row_selected)
         selection.layer_changed.connect(self._select_row)
         self._show_info()
@@ -153,10 +145,6 @@ class OverviewView(QWidget):
     def export_csv(self, path) -> None:
         header, rows = table_rows(self.table)
         write_csv(path, header, rows)
-
-    def cleanup(self) -> None:
-        pass
-
 
 def _num(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ...app.session import Session, Snapshot
 from ..state import AppState
+from .base import Panel
 from ..widgets.common import SELECT_COLOR, export_scene_png, header_label, steady_axis
 
 LINE = "#3B75AF"
@@ -45,18 +45,12 @@ def _f(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-class ResidualsView(QWidget):
+class ResidualsView(Panel):
     title = "Residual norms"
 
     def __init__(self, state: AppState, parent=None):
-        super().__init__(parent)
-        self.setObjectName("residuals")
-        self.state = state
-        self.selection = selection = state.selection
-        state.session_changed.connect(self.set_session)
-        state.subscribe_snapshots(self.set_snapshot)
-        self.session: Session | None = None
-        self.snapshot: Snapshot | None = None
+        super().__init__(state, "residuals", parent)
+        selection = self.selection
         self.reference: tuple[str, Snapshot] | None = None
         self._drawn = False
         self.header = header_label(lines=3)
@@ -101,11 +95,7 @@ class ResidualsView(QWidget):
                                              style=Qt.PenStyle.DashLine)) for _ in range(2)]
         self.norm_plot.addItem(self.select_lines[0], ignoreBounds=True)
         self.snr_plot.addItem(self.select_lines[1], ignoreBounds=True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(2, 2, 2, 2)
-        layout.setSpacing(2)
-        layout.addWidget(self.header)
-        layout.addWidget(self.canvas, 1)
+        self.lay_out([], self.header, self.canvas)
         selection.layer_changed.connect(lambda _: self._show_selected())
         self.canvas.scene().sigMouseClicked.connect(self._clicked)
         self._snr_top = 1.0

@@ -16,12 +16,11 @@ arrays reach this thread.
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
@@ -35,12 +34,13 @@ from ..state import AppState, MapOverlay
 from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label
 from ..widgets.picking import nearest_within, pixel_size, view_point
 from ..workers import JobSlot
-from .marks import KIND_COLORS, KIND_MARKS, KIND_SYMBOLS, KIND_TIPS, lane_y, uniform_columns
+from .marks import KIND_COLORS, KIND_MARKS, KIND_SYMBOLS, KIND_TIPS, lane_y
+from .strips import HeatStrips
+from .texts import LIST_MAX, header_text, history_text, mark_text
 from .trajectory import TrajectoryPane
 
 INDIVIDUAL_MAX = 20_000           # more events than this: one mark per (step, layer, kind)
 HIT_PX = 9
-LIST_MAX = 5_000                  # codes listed for one mark
 MARK_MODES = [("auto", "Marks: automatic"), ("events", "Marks: one per event"),
               ("aggregate", "Marks: one per step, layer, kind")]
 
@@ -66,7 +66,6 @@ class EventsView(QWidget):
         self._mx = self._my = np.zeros(0)
         self._mark_rows = np.zeros(0, dtype=np.int64)
         self._mark_kind = np.zeros(0, dtype=np.int8)
-        self._cols = None
         self.slot = JobSlot("series", self)
         self.slot.busy_changed.connect(self._busy)
 
@@ -108,22 +107,13 @@ class EventsView(QWidget):
         self.canvas.setObjectName("events-canvas")
         self.canvas.ci.layout.setSpacing(2)
         self.plot = self.canvas.addPlot(row=0, col=0)
-        self.dead_plot = self.canvas.addPlot(row=1, col=0)
-        self.perp_plot = self.canvas.addPlot(row=2, col=0)
-        for p in (self.plot, self.dead_plot, self.perp_plot):
-            p.setMenuEnabled(False)
-            p.hideButtons()
-            p.getViewBox().invertY(True)
-            p.getViewBox().setMouseEnabled(x=True, y=False)
-            p.getAxis("left").setWidth(74)
-        for p in (self.dead_plot, self.perp_plot):
-            p.setXLink(self.plot)
-            p.getAxis("bottom").setStyle(showValues=False)
-            p.setMaximumHeight(90)
-            p.setMinimumHeight(50)
+        self.plot.setMenuEnabled(False)
+        self.plot.hideButtons()
+        self.plot.getViewBox().invertY(True)
+        self.plot.getViewBox().setMouseEnabled(x=True, y=False)
+        self.plot.getAxis("left").setWidth(74)
+        self.strips = HeatStrips(self.canvas, self.plot)
         self.plot.setLabel("left", "layer")
-        self.perp_plot.getAxis("bottom").setStyle(showValues=True)
-        self.perp_plot.setLabel("bottom", "training step")
         self.plot.showGrid(x=True, y=False, alpha=0.2)
         self.canvas.ci.layout.setRowStretchFactor(0, 3)
         self.scatters = []
@@ -140,22 +130,6 @@ class EventsView(QWidget):
         self.mark_ring.setZValue(19)
         self.plot.addItem(self.mark_ring)
         self.plot.setMinimumHeight(120)
-        self.dead_image = pg.ImageItem(axisOrder="row-major")
-        self.perp_image = pg.ImageItem(axisOrder="row-major")
-        self.dead_plot.addItem(self.dead_image)
-        self.perp_plot.addItem(self.perp_image)
-        self.dead_cmap = pg.colormap.get("inferno")
-        self.perp_cmap = pg.colormap.get("viridis")
-        self.dead_bar = pg.ColorBarItem(values=(0, 1), colorMap=self.dead_cmap, interactive=False, width=10,
-                                        colorMapMenu=False, pen="#888888", label="EMA-dead")
-        self.perp_bar = pg.ColorBarItem(values=(0, 1), colorMap=self.perp_cmap, interactive=False, width=10,
-                                        colorMapMenu=False, pen="#888888", label="perplexity")
-        self.dead_bar.setImageItem(self.dead_image)
-        self.perp_bar.setImageItem(self.perp_image)
-        self.canvas.addItem(self.dead_bar, row=1, col=1)
-        self.canvas.addItem(self.perp_bar, row=2, col=1)
-        self.perp_note = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
-        self.perp_plot.addItem(self.perp_note, ignoreBounds=True)
         self.hover_label = QLabel(" ")
         self.hover_label.setObjectName("events-hover")
 
@@ -290,17 +264,17 @@ class EventsView(QWidget):
         self.selected = None
         self._agg = result.events.aggregate()
         self._draw_marks()
-        self._draw_strips()
+        self.strips.draw(result)
         self._link()
         self._show_header()
         self._show_side()
         steps = result.steps
         pad = (steps[-1] - steps[0]) * 0.04 + 1
         self.plot.setXRange(steps[0] - pad, steps[-1] + pad, padding=0)
-        for p in (self.plot, self.dead_plot, self.perp_plot):
+        for p in (self.plot, *self.strips.plots):
             p.setYRange(-0.5, result.n_q - 0.5, padding=0)
         ticks = [[(float(i), f"L{i}") for i in range(result.n_q)]]
-        for p in (self.plot, self.dead_plot, self.perp_plot):
+        for p in (self.plot, *self.strips.plots):
             p.getAxis("left").setTicks(ticks)
         if self.state.session is None:
             # nothing open yet: open the last checkpoint, so the other views show it and selections link
@@ -368,34 +342,6 @@ class EventsView(QWidget):
         self._draw_highlight()
         self._show_header()
 
-    def _draw_strips(self) -> None:
-        r = self.result
-        index, x0, width = uniform_columns(r.steps)
-        self._cols = (index, x0, width)
-        rect = QRectF(x0, -0.5, width, r.n_q)
-        dead = r.ema_dead[index].T          # [L, cols]
-        if np.isfinite(dead).any():
-            hi = float(np.nanmax(dead)) or 1.0
-            self.dead_image.setImage(np.nan_to_num(dead, nan=0.0), levels=(0.0, hi), autoLevels=False)
-            self.dead_image.setRect(rect)
-            self.dead_bar.setLevels(values=(0.0, hi))
-            self.dead_image.show()
-        else:
-            self.dead_image.hide()
-        perp = r.perplexity[index].T
-        if np.isfinite(perp).any():
-            lo, hi = float(np.nanmin(perp)), float(np.nanmax(perp))
-            hi = hi if hi > lo else lo + 1
-            self.perp_image.setImage(np.nan_to_num(perp, nan=lo), levels=(lo, hi), autoLevels=False)
-            self.perp_image.setRect(rect)
-            self.perp_bar.setLevels(values=(lo, hi))
-            self.perp_image.show()
-            self.perp_note.setText("")
-        else:
-            self.perp_image.hide()
-            self.perp_note.setText("no features open: perplexity per step needs features")
-            self.perp_note.setPos((r.steps[0] + r.steps[-1]) / 2, (r.n_q - 1) / 2)
-
     # --- text ----------------------------------------------------------------------------------------------
     def _show_header(self) -> None:
         r = self.result
@@ -404,49 +350,17 @@ class EventsView(QWidget):
                 self.header.setText("<i>No checkpoint series open: File ▸ Open checkpoint series… (a folder of "
                                     "checkpoints saved during one training run)</i>")
             return
-        counts = r.events.counts_by_kind()
-        kinds = " · ".join(f"<span style='color:{KIND_COLORS[k]}'>{KIND_MARKS[k]} {counts[k]:,} {k}</span>"
-                           for k in EVENT_KINDS)
-        folder = r.paths[0].parent
-        text = (f"<b>{len(r.steps)} checkpoints</b> in {html.escape(str(folder))}, ordered by "
-                f"<b>{html.escape(r.order)}</b>: steps {r.steps[0]:,} … {r.steps[-1]:,}. {kinds}")
-        if self.mode == "aggregate":
-            text += (f"<br><i>{len(r.events):,} events drawn as {len(self._agg):,} marks, one per (step, layer, "
-                     "kind), size ∝ log(count): click one for its codes.</i>")
-        if r.note:
-            text += f"<br><span style='color:#8A5A00'>{html.escape(r.note)}</span>"
-        if self.session is not None and not self.linked:
-            text += ("<br><span style='color:#8A5A00'>The open checkpoint is another quantizer (n_q/K differ): "
-                     "selecting here does not select in the other views.</span>")
-        elif self.session is not None and self.reference is not None:
-            text += f"<br>The open checkpoint is step {r.steps[self.reference]:,} of this series."
-        elif self.session is not None:
-            text += ("<br>The open checkpoint is not one of these files (same n_q and K): selections are shared "
-                     "by code index; 'EMA-dead since' refers to the last checkpoint of the series.")
-        self.header.setText(text)
+        self.header.setText(header_text(r, len(self._agg) if self.mode == "aggregate" else None,
+                                        self.session is not None, self.linked, self.reference))
 
-    def _show_side(self, mark: int | None = None) -> None:
+    def _show_side(self) -> None:
         r = self.result
         if r is None:
             self.mark_label.setText("<i>Click a mark for its codes.</i>")
             self.history_label.setText("")
             self.trajectory.set_note("")
             return
-        if self.selected is None:
-            self.history_label.setText("<i>Select an event (or a code anywhere) for its history.</i>")
-        else:
-            layer, code = self.selected
-            rows = r.events.of_code(layer, code)
-            lines = [html.escape(r.events.describe_row(int(i))) for i in rows[:12]]
-            if rows.size > 12:
-                lines.append(f"… {rows.size - 12} more")
-            died = self.died_at.get((layer, code))
-            extra = ""
-            if died is not None:
-                extra = f" · EMA-dead since step {died:,}" if died != r.steps[0] else \
-                    f" · EMA-dead since step ≤ {died:,}"
-            self.history_label.setText(f"<b>Layer {layer}, code {code}</b>{extra}<br>" +
-                                       ("<br>".join(lines) if lines else "<i>no event in the series</i>"))
+        self.history_label.setText(history_text(r, self.selected, self.died_at))
 
     # --- marks: hit-testing and selection -------------------------------------------------------------------
     def mark_at(self, x: float, y: float, radius_px: float = HIT_PX) -> int | None:
@@ -473,10 +387,7 @@ class EventsView(QWidget):
         r = self.result
         step, layer, kind, codes = self.mark_info(index)
         self.mark_ring.setData([self._mx[index]], [self._my[index]])
-        name = EVENT_KINDS[kind]
-        self.mark_label.setText(f"<b>Step {step:,}, layer {layer}</b>: <span style='color:{KIND_COLORS[name]}'>"
-                                f"{codes.size:,} code{'s' if codes.size != 1 else ''} {name}</span>"
-                                + (f" (first {LIST_MAX:,} listed)" if codes.size > LIST_MAX else ""))
+        self.mark_label.setText(mark_text(step, layer, kind, codes))
         self.code_list.blockSignals(True)
         self.code_list.clear()
         for c in codes[:LIST_MAX]:
@@ -551,26 +462,11 @@ class EventsView(QWidget):
             if index is not None:
                 self.click_mark(index)
             return
-        for plot in (self.dead_plot, self.perp_plot):
-            if plot.getViewBox().sceneBoundingRect().contains(pos):
-                cell = self._strip_cell(plot, pos)
-                if cell is not None and self.linked:
-                    self.selection.set_layer(cell[1])
-                return
+        cell = self.strips.cell_at(pos)
+        if cell is not None and self.linked:
+            self.selection.set_layer(cell[2])
 
     # --- hover ----------------------------------------------------------------------------------------------
-    def _strip_cell(self, plot, scene_pos) -> tuple[int, int] | None:
-        r = self.result
-        if r is None or self._cols is None:
-            return None
-        p = plot.getViewBox().mapSceneToView(scene_pos)
-        index, x0, width = self._cols
-        col = int(math.floor((p.x() - x0) / width * len(index)))
-        layer = int(round(p.y()))
-        if not (0 <= col < len(index) and 0 <= layer < r.n_q):
-            return None
-        return int(index[col]), layer
-
     def _hovered(self, args) -> None:
         pos = args[0]
         r = self.result
@@ -589,17 +485,9 @@ class EventsView(QWidget):
                     text = (f"step {step:,} · layer {layer} · {EVENT_KINDS[kind]}: "
                             f"{int(self._agg.counts[index]):,} events, {codes.size:,} distinct codes")
         else:
-            for plot, name, data in ((self.dead_plot, "EMA-dead codes", r.ema_dead),
-                                     (self.perp_plot, "perplexity on the features", r.perplexity)):
-                if plot.getViewBox().sceneBoundingRect().contains(pos):
-                    cell = self._strip_cell(plot, pos)
-                    if cell is not None:
-                        i, layer = cell
-                        v = data[i, layer]
-                        value = "–" if not np.isfinite(v) else f"{v:,.0f}" if data is r.ema_dead else f"{v:,.1f}"
-                        text = f"step {r.steps[i]:,} · layer {layer} · {name}: {value}"
-                        if np.isfinite(r.used[i, layer]):
-                            text += f" · used {int(r.used[i, layer]):,} / {r.codebook_sizes[layer]:,}"
+            cell = self.strips.cell_at(pos)
+            if cell is not None:
+                text = self.strips.describe(cell)
         self.hover_label.setText(text)
 
     # --- the centroid map ---------------------------------------------------------------------------------
@@ -629,58 +517,3 @@ class EventsView(QWidget):
     # --- export -----------------------------------------------------------------------------------------------
     def export_png(self, path) -> None:
         export_scene_png(self.canvas.ci, path)
-
-
-# ======================================================================================================
-# install
-# ======================================================================================================
-
-def install(window) -> EventsView:
-    """Add the Events dock and File ▸ Open checkpoint series… to a MainWindow; returns the view.
-
-    Uses only public attributes: `selection`, `session`, `device`, `open`, `show_message`, `map`,
-    `dead_codes`, `views` (the view joins it, so the window calls its set_session / set_snapshot /
-    cleanup like any other view's), `menuBar()`, `addDockWidget`, `tabifyDockWidget`, `docks`.
-    """
-    from PySide6.QtCore import QTimer
-
-    if getattr(window, "events_view", None) is not None:  # once per window
-        return window.events_view
-    view = EventsView(window.selection, window)
-    dock = add_bottom_dock(window, view, "Events (checkpoint series)", "events")
-    window.events_view, window.events_dock = view, dock
-
-    action = QAction("Open checkpoint &series…", window)
-    action.setStatusTip("a folder of checkpoints saved during one training run: dead-code events over steps")
-    action.triggered.connect(lambda checked=False: (dock.show(), dock.raise_(), view.ask_open_folder()))
-    file_menu, _ = find_menu(window, "File")
-    if file_menu is not None:
-        actions = file_menu.actions()
-        after = next((i for i, a in enumerate(actions) if "older" in a.text()), None)
-        before = actions[after + 1] if after is not None and after + 1 < len(actions) else None
-        if before is not None:
-            file_menu.insertAction(before, action)
-        else:
-            file_menu.addAction(action)
-    window.addAction(action)
-    window.act_open_series = action
-    view_menu, _ = find_menu(window, "View")
-    if view_menu is not None:
-        view_menu.addAction(dock.toggleViewAction())
-
-    timer = QTimer(view)
-    timer.setInterval(200)
-    timer.timeout.connect(view.poll_map)
-    timer.start()
-    view._poll_timer = timer
-
-    def loaded(busy: bool) -> None:
-        if busy or view.result is None:
-            return
-        dock.show()
-        dock.raise_()
-        if not dock.isFloating() and dock.height() < 420:
-            window.resizeDocks([dock], [440], Qt.Orientation.Vertical)
-
-    view.slot.busy_changed.connect(loaded)
-    return view
