@@ -22,4 +22,10 @@ if [ "${1:-}" = "test" ]; then
         "moshi==0.2.13" "speechtokenizer==1.0.1"
 else
     $py -m pip install -q -e .
+    # Compile umap's code now (cached on disk) so the first centroid map takes seconds, not minutes.
+    # Not fatal: without it the app still shows PCA maps and compiles UMAP on first use.
+    if [ -z "${RVQ_VIEWER_NO_WARMUP:-}" ]; then
+        echo "compiling UMAP once (up to a few minutes; RVQ_VIEWER_NO_WARMUP=1 skips it)..."
+        .venv/bin/rvq-viewer warm-up || echo "warm-up failed; the app will compile UMAP on first use"
+    fi
 fi

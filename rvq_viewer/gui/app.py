@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from .platform_check import advice, missing_libraries, uses_xcb
+    if uses_xcb():
+        missing = missing_libraries()
+        if missing:             # Qt would abort the process with a message naming at most one of them
+            print(f"rvq-viewer: error: {advice(missing)}", file=sys.stderr)
+            return 2
     from PySide6.QtCore import QTimer
 
     from . import settings

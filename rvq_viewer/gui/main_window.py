@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton,
                                QToolBar, QVBoxLayout, QWidget)
 
@@ -29,6 +29,7 @@ from .series import EventsView
 from .state import AppState
 from .trainer import TrainerPanel
 from .widgets.banner import MessageBanner
+from .widgets.fit_scroll import FitScroll
 from .widgets.progress import ProgressStrip
 from .workers import cancel_and_wait
 
@@ -40,6 +41,16 @@ VIEW_DOCKS = {"overview": "overview", "histogram": "histogram", "residuals": "re
               "dead_codes": "dead_codes", "centroids": None}
 VIEW_LABELS = {"overview": "Overview", "histogram": "Usage histogram", "residuals": "Residual norms",
                "dead_codes": "Dead codes", "centroids": "Centroid map"}
+
+
+def default_size(screen: QSize) -> tuple[int, int]:
+    """The first window: most of the screen, never more than is useful."""
+    return (max(960, min(int(screen.width() * 0.94), 1800)), max(600, min(int(screen.height() * 0.94), 1120)))
+
+
+def compact_for(size: QSize) -> bool:
+    """Tabbed docks below this size: side by side, a plot would get under ~200 px."""
+    return size.width() < 1500 or size.height() < 900
 
 
 class MainWindow(QMainWindow):
@@ -124,9 +135,13 @@ class MainWindow(QMainWindow):
 
     # --- layout -------------------------------------------------------------------------------------------
     def _dock(self, widget, area, name: str, title: str) -> QDockWidget:
+        """A dock for a panel. The panel scrolls inside it when the dock is smaller than the panel's minimum,
+        so no dock forces the window past the screen and no plot is crushed below its useful size."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{name}")
-        dock.setWidget(widget)
+        scroll = FitScroll(widget)
+        scroll.setObjectName(f"scroll-{name}")
+        dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
@@ -143,22 +158,46 @@ class MainWindow(QMainWindow):
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self._dock(self.histogram, right, "histogram", self.histogram.title)
         self._dock(self.residuals, right, "residuals", self.residuals.title)
-        overview = self._dock(self.overview, bottom, "overview", self.overview.title)
+        self._dock(self.overview, bottom, "overview", self.overview.title)
         self._dock(self.dead_codes, bottom, "dead_codes", self.dead_codes.title)
         self._dock(self.diagnosis, Qt.DockWidgetArea.LeftDockWidgetArea, "diagnosis", self.diagnosis.title)
-        self.splitDockWidget(self.docks["histogram"], self.docks["residuals"], Qt.Orientation.Vertical)
-        self.splitDockWidget(overview, self.docks["dead_codes"], Qt.Orientation.Horizontal)
-        for panel, name, title in ((self.events_view, "events", "Events (checkpoint series)"),
-                                   (self.trainer_panel, "trainer", "Trainer (what-if)")):
-            self.tabifyDockWidget(overview, self._dock(panel, bottom, name, title))
-        self.resize(1500, 950)
-        self.resizeDocks([self.docks["diagnosis"]], [DIAGNOSIS_DOCK_WIDTH], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["histogram"]], [660], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["histogram"], self.docks["residuals"]], [300, 320], Qt.Orientation.Vertical)
-        self.resizeDocks([overview], [300], Qt.Orientation.Vertical)
-        self.resizeDocks([overview, self.docks["dead_codes"]], [800, 700], Qt.Orientation.Horizontal)
-        overview.raise_()            # the first tab of the bottom group
-        self._default_state = self.saveState()
+        self._dock(self.events_view, bottom, "events", "Events (checkpoint series)")
+        self._dock(self.trainer_panel, bottom, "trainer", "Trainer (what-if)")
+        self.resize(*default_size(self.screen().availableGeometry().size()))
+        self.arrange(compact_for(self.size()))
+
+    def arrange(self, compact: bool) -> None:
+        """Place the docks: side by side on a large screen; on a small one (1280x720) the right and the
+        bottom docks go into tabs, so that every plot keeps a useful size instead of shrinking to a sliver."""
+        d = self.docks
+        right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        for name in ("histogram", "residuals"):
+            self.addDockWidget(right, d[name])
+        for name in ("overview", "dead_codes", "events", "trainer"):
+            self.addDockWidget(bottom, d[name])
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["diagnosis"])
+        if compact:
+            self.tabifyDockWidget(d["histogram"], d["residuals"])
+            for name in ("dead_codes", "events", "trainer"):
+                self.tabifyDockWidget(d["overview"], d[name])
+        else:
+            self.splitDockWidget(d["histogram"], d["residuals"], Qt.Orientation.Vertical)
+            self.splitDockWidget(d["overview"], d["dead_codes"], Qt.Orientation.Horizontal)
+            for name in ("events", "trainer"):
+                self.tabifyDockWidget(d["overview"], d[name])
+        width, height = self.width(), self.height()
+        self.resizeDocks([d["diagnosis"]], [int(0.22 * width) if compact else DIAGNOSIS_DOCK_WIDTH],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([d["histogram"]], [int(0.36 * width)], Qt.Orientation.Horizontal)
+        self.resizeDocks([d["overview"]], [int(0.30 * height)], Qt.Orientation.Vertical)
+        if not compact:
+            self.resizeDocks([d["histogram"], d["residuals"]], [int(0.3 * height), int(0.32 * height)],
+                             Qt.Orientation.Vertical)
+            self.resizeDocks([d["overview"], d["dead_codes"]], [int(0.53 * width), int(0.47 * width)],
+                             Qt.Orientation.Horizontal)
+        d["histogram"].raise_()
+        d["overview"].raise_()            # the first tab of the bottom group
+        self.compact = compact
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Main")
@@ -393,10 +432,11 @@ class MainWindow(QMainWindow):
             widget.setEnabled(has_session)
 
     def reset_layout(self) -> None:
-        self.restoreState(self._default_state)
+        """Every dock back in the arrangement that fits the window's size now."""
         for dock in self.docks.values():
-            if dock.objectName() not in ("dock-events", "dock-trainer") or dock.isVisible():
-                dock.show()
+            dock.setFloating(False)
+            dock.show()
+        self.arrange(compact_for(self.size()))
 
     # --- settings ------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:

@@ -51,13 +51,11 @@ def settings_file() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where UMAP embeddings and numba's compiled functions are cached."""
+    """Where UMAP embeddings and numba's compiled functions are cached (`locations.cache_dir`)."""
     if _cache_dir is not None:
         return _cache_dir
-    if os.environ.get("RVQ_VIEWER_CACHE"):
-        return Path(os.environ["RVQ_VIEWER_CACHE"])
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
-    return Path(base or Path.home() / ".cache") / "rvq-viewer"
+    from ..locations import cache_dir as default
+    return default()
 
 
 def _store() -> QSettings:

@@ -110,6 +110,7 @@ class AppState(QObject):
     map_changed = Signal(object)         # the MapGeometry the centroid map now shows (None: none)
     overlay_changed = Signal(object)     # the MapOverlay to draw on the map (None: none)
     device_changed = Signal(str)
+    failure_changed = Signal(str)        # why the last audit failed ("" once another starts)
     message = Signal(str, str)           # text, kind ("error", "info"): shown in the window's banner
     view_requested = Signal(str)         # bring a view forward ("histogram", "centroids", ...)
 
@@ -120,6 +121,7 @@ class AppState(QObject):
         self.snapshot = None
         self.map_geometry = None
         self.overlay: MapOverlay | None = None
+        self.failure = ""
         self._device = "auto"
         self._subscribers: list[Callable] = []
         self._stale: list[Callable] = []
@@ -181,6 +183,11 @@ class AppState(QObject):
         if geometry is not self.map_geometry:
             self.map_geometry = geometry
             self.map_changed.emit(geometry)
+
+    def set_failure(self, reason: str) -> None:
+        if reason != self.failure:
+            self.failure = reason
+            self.failure_changed.emit(reason)
 
     def set_overlay(self, overlay: MapOverlay | None) -> None:
         self.overlay = overlay

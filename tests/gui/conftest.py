@@ -169,6 +169,8 @@ def window(qtbot):
     from rvq_viewer.gui.main_window import MainWindow
     win = MainWindow(umap_service=None)
     qtbot.addWidget(win)
+    win.resize(1500, 950)          # the offscreen screen is 800 x 600: a desktop-sized window, side by side
+    win.reset_layout()
     win.show()
     yield win
     win.close()

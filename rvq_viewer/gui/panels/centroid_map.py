@@ -21,7 +21,7 @@ from ...app.map_jobs import MapGeometry, MapNote, map_job
 from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import (DEAD_COLOR, SELECT_COLOR, USAGE_COLORMAP, elastic_label, export_scene_png,
+from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, USAGE_COLORMAP, elastic_label, export_scene_png,
                               layer_color, steady_axis)
 from ..widgets.picking import KdPicker, view_point
 from ..widgets.scatter import UniformScatter
@@ -53,7 +53,11 @@ class CentroidMapView(Panel):
         self._pending_groups = None
         self._hover_index = -1
         self.slot = JobSlot("centroid-map", self)
-        self.slot.busy_changed.connect(lambda busy: self._show_status())
+        self.slot.busy_changed.connect(self._busy_changed)
+        self._busy_since = 0.0
+        self._tick = QTimer(self)          # the elapsed time in the status line while the job runs
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._show_status)
 
         self.mode_box = QComboBox()
         self.mode_box.setObjectName("map-mode")
@@ -73,6 +77,7 @@ class CentroidMapView(Panel):
 
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setObjectName("map-canvas")
+        self.canvas.setMinimumSize(MIN_PLOT_WIDTH + 80, MIN_PLOT_HEIGHT + 80)
         self.plot = self.canvas.addPlot(row=0, col=0)
         self.plot.setMenuEnabled(False)
         self.plot.setAspectLocked(True)
@@ -103,8 +108,7 @@ class CentroidMapView(Panel):
         self.canvas.addItem(self.legend, row=1, col=0)
         self._legend_key = None
 
-        self.lay_out([self.mode_box, self.umap_box, self.status], None, self.canvas, self.hover_label,
-                     stretch_last=True)
+        self.lay_out([self.mode_box, self.umap_box], self.status, self.canvas, self.hover_label)
 
         self.mode_box.currentIndexChanged.connect(lambda _: self.request())
         self.umap_box.toggled.connect(lambda _: self.request())
@@ -365,6 +369,14 @@ class CentroidMapView(Panel):
         self.highlight.setData([x], [y])
         self.highlight.show()
 
+    def _busy_changed(self, busy: bool) -> None:
+        if busy:
+            self._busy_since = time.monotonic()
+            self._tick.start()
+        else:
+            self._tick.stop()
+        self._show_status()
+
     def _show_status(self) -> None:
         if self.session is None:
             self.status.setText("")
@@ -384,11 +396,18 @@ class CentroidMapView(Panel):
             if key in self._notes:
                 text += f" · {self._notes[key]}"
             elif self.umap_pending and self.slot.busy:
+                elapsed = f"{time.monotonic() - self._busy_since:.0f} s"
                 ready = self.service.ready if self.service is not None else False
-                text += " · UMAP computing in the background…" if ready else \
-                    " · starting the UMAP process (first time: ~20 s)…"
+                if ready:
+                    text += f" · UMAP computing… {elapsed}"
+                else:
+                    text += f" · starting UMAP… {elapsed}"
+                    tip = (" · a first run on this machine compiles umap's code: 20 s to 3 min; later runs and "
+                           "`rvq-viewer warm-up` reuse it")
+                    self.status.setText(html.escape(text))
+                    self.status.setToolTip(text + tip)
+                    return
         self.status.setText(html.escape(text))
-        self.status.setToolTip(text)
         self.status.setToolTip(text)
 
     # --- hit-testing --------------------------------------------------------------------------------------

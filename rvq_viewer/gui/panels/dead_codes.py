@@ -18,7 +18,7 @@ from ...app.dead_codes import dead_code_table
 from ...app.session import DeadCodeTable, Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import DEAD_COLOR, header_label, write_csv
+from ..widgets.common import DEAD_COLOR, MIN_TABLE_HEIGHT, header_label, write_csv
 from ..workers import JobSlot
 
 COLUMNS = ["Code", "Uses", "Unused", "EMA-dead", "EMA size", "Norm", "Nearest live", "Distance", "Died at step"]
@@ -156,6 +156,7 @@ class DeadCodesView(Panel):
         self.model = DeadCodeModel(self)
         self.view = QTableView()
         self.view.setObjectName("dead-table")
+        self.view.setMinimumHeight(MIN_TABLE_HEIGHT)
         self.view.setModel(self.model)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)

@@ -139,6 +139,7 @@ class DiagnosisPanel(Panel):
     def __init__(self, state: AppState, parent=None):
         super().__init__(state, "diagnosis", parent)
         selection = self.selection
+        state.failure_changed.connect(lambda reason: self._show_summary())
         self.verdicts: list[Verdict] | None = None
         self.note = ""
         self._shown_for = None       # the snapshot whose state the panel shows
@@ -301,10 +302,17 @@ class DiagnosisPanel(Panel):
 
     def _show_summary(self) -> None:
         verdicts = self.verdicts
+        failed = ""
+        if self.state.failure:
+            failed = (f"<span style='color:{SEVERITY_COLORS['collapse']}; font-weight:600'>Audit failed: "
+                      f"{html.escape(self.state.failure)}</span><br>")
+            if verdicts is not None:
+                failed += "<span style='color:#555'>The last good audit:</span><br>"
         if verdicts is None:
-            text = self.note or "<i>No checkpoint open.</i>"
-            self.summary.setText(f"<span style='color:#555'>{html.escape(text) if self.note else text}</span>")
-            self._set_headline(self.title)
+            text = self.note or ("" if failed else "<i>No checkpoint open.</i>")
+            self.summary.setText(failed + f"<span style='color:#555'>{html.escape(text) if self.note else text}"
+                                 "</span>")
+            self._set_headline(self.title + (" · audit failed" if failed else ""))
             return
         counts = severity_counts(verdicts)
         parts = [f"<span style='color:{SEVERITY_COLORS[s]}'>{SEVERITY_ICONS[s]} {counts[s]} {s}</span>"
@@ -317,7 +325,7 @@ class DiagnosisPanel(Panel):
                     f"<span style='color:#333'>{html.escape(summary.message)}</span>")
         else:
             line = "<b>Diagnosis</b>"
-        self.summary.setText(line + "<br><span style='color:#555'>" + " · ".join(parts or ["no verdicts"])
+        self.summary.setText(failed + line + "<br><span style='color:#555'>" + " · ".join(parts or ["no verdicts"])
                              + "</span>")
         worst = max((v.rank for v in verdicts if v.id != "summary"), default=0)
         top = SEVERITIES[worst]

@@ -15,11 +15,14 @@ from PySide6.QtWidgets import QCheckBox
 
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label, steady_axis
+from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_scene_png,
+                              header_label, steady_axis)
+from ..widgets.empty import EmptyNote
 from ..widgets.picking import view_point
 from ..widgets.usage_curve import UsageCurve, decade_ticks, usage_steps
 
 BAR_COLOR = "#3B75AF"
+UNIFORM_COLOR = "#2E7D32"
 COUNT_AXIS_WIDTH = 66         # room for 6-character ticks ("800000", "4e+07") beside the axis title
 
 
@@ -49,6 +52,7 @@ class HistogramView(Panel):
         self.header.setObjectName("histogram-header")
         self.plot = pg.PlotWidget()
         self.plot.setObjectName("histogram-plot")
+        self.plot.setMinimumSize(MIN_PLOT_WIDTH, MIN_PLOT_HEIGHT)
         item = self.plot.getPlotItem()
         item.setMenuEnabled(False)
         item.showGrid(x=False, y=True, alpha=0.25)
@@ -59,15 +63,16 @@ class HistogramView(Panel):
         item.disableAutoRange()
         self.usage = UsageCurve(item, BAR_COLOR, dead_color=DEAD_COLOR)
         self.zipf_curve = pg.PlotCurveItem(pen=pg.mkPen("#888888", width=1, style=Qt.PenStyle.DashLine))
-        label_opts = {"position": 0.04, "color": "#2E7D32", "anchors": [(0, 1), (0, 1)]}
-        self.uniform_line = pg.InfiniteLine(angle=0, movable=False, label="uniform share", labelOpts=label_opts,
-                                            pen=pg.mkPen("#2E7D32", width=1, style=Qt.PenStyle.DashLine))
+        # The header names the dashed line: a label on it would sit on the bars.
+        self.uniform_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(UNIFORM_COLOR, width=1,
+                                                                                  style=Qt.PenStyle.DashLine))
         self.select_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=2))
         self.select_line.setZValue(10)
         for thing in (self.zipf_curve, self.uniform_line, self.select_line):
             item.addItem(thing)
         self.select_line.hide()
         self.zipf_curve.hide()
+        self.empty = EmptyNote(item, "no checkpoint open")
 
         self.lay_out([self.log_box, self.sorted_box], self.header, self.plot)
 
@@ -122,8 +127,10 @@ class HistogramView(Panel):
                 thing.hide()
             self.steps = None
             self._drawn = False
+            self.empty.show("no audit yet" if self.session is not None else "no checkpoint open")
             self._show_header()
             return
+        self.empty.hide()
         counts = self.counts
         k = counts.size
         log, ranked = self.log_box.isChecked(), self.sorted_box.isChecked()
@@ -204,6 +211,10 @@ class HistogramView(Panel):
                     extra += f", EMA size {self.session.ema_sizes[layer][code]:.3g}"
             text += (f"<br><span style='color:{SELECT_COLOR}'>■</span> code <b>{code}</b>: {count:,} uses "
                      f"({count / total:.2%}), rank {int(self.steps.rank[code]) + 1:,}{extra}")
+        else:       # the second line names the marks until a code is selected (a label would sit on bars)
+            text += (f"<br><span style='color:#555'><span style='color:{UNIFORM_COLOR}'>- - -</span> the uniform "
+                     f"share · <span style='color:{DEAD_COLOR}'>▁</span> unused codes · click a bar for its code"
+                     "</span>")
         self.header.setText(text)
 
     def _show_code(self) -> None:

@@ -16,7 +16,9 @@ from PySide6.QtCore import Qt
 from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import SELECT_COLOR, export_scene_png, header_label, steady_axis
+from ..widgets.empty import EmptyNote
+from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_scene_png, header_label,
+                              steady_axis)
 
 LINE = "#3B75AF"
 REFERENCE = "#9E9E9E"
@@ -59,8 +61,9 @@ class ResidualsView(Panel):
                                "(relative error). Where the gains shrink, more stages stop helping.")
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setObjectName("residuals-canvas")
-        self.norm_plot = self.canvas.addPlot(row=0, col=0)
-        self.snr_plot = self.canvas.addPlot(row=1, col=0)
+        self.canvas.setMinimumSize(MIN_PLOT_WIDTH, 2 * MIN_PLOT_HEIGHT - 80)    # two plots, one x axis
+        self.norm_plot = self.canvas.addPlot(row=1, col=0)
+        self.snr_plot = self.canvas.addPlot(row=2, col=0)
         for plot in (self.norm_plot, self.snr_plot):
             plot.setMenuEnabled(False)
             plot.hideButtons()
@@ -73,7 +76,9 @@ class ResidualsView(Panel):
         self.snr_plot.setLabel("bottom", "stages used (0 = input)")
         for plot in (self.norm_plot, self.snr_plot):
             steady_axis(plot.getAxis("left"))
-        self.legend = self.norm_plot.addLegend(offset=(-10, 10), labelTextColor="#222222")
+        # A row of its own above the plots: inside one it covers the curve.
+        self.legend = pg.LegendItem(colCount=3, labelTextColor="#222222", labelTextSize="8pt", frame=False)
+        self.canvas.addItem(self.legend, row=0, col=0)
         self.band_lo = pg.PlotCurveItem(pen=None)
         self.band_hi = pg.PlotCurveItem(pen=None)
         self.band = pg.FillBetweenItem(self.band_lo, self.band_hi, brush=pg.mkBrush(LINE + "33"))
@@ -81,9 +86,10 @@ class ResidualsView(Panel):
         self.norm_plot.addItem(self.band_hi)
         self.norm_plot.addItem(self.band)
         self.mean_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=2), symbol="o", symbolSize=7,
-                                              symbolBrush=LINE, symbolPen=None, name="mean")
-        self.median_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=1, style=Qt.PenStyle.DashLine),
-                                                name="median (band: p5–p95)")
+                                              symbolBrush=LINE, symbolPen=None)
+        self.median_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=1, style=Qt.PenStyle.DashLine))
+        self.legend.addItem(self.mean_curve, "mean")
+        self.legend.addItem(self.median_curve, "median (band: p5–p95)")
         self.ref_curve = self.norm_plot.plot(pen=pg.mkPen(REFERENCE, width=2, style=Qt.PenStyle.DotLine),
                                              symbol="t", symbolSize=6, symbolBrush=REFERENCE, symbolPen=None)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush=pg.mkBrush(LINE + "BB"), pen=None)
@@ -91,10 +97,15 @@ class ResidualsView(Panel):
         self.ref_snr = self.snr_plot.plot(pen=pg.mkPen(REFERENCE, width=2, style=Qt.PenStyle.DotLine),
                                           symbol="t", symbolSize=7, symbolBrush=REFERENCE, symbolPen=None)
         self._labels: list[pg.TextItem] = []
-        self.select_lines = [pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=1.5,
-                                             style=Qt.PenStyle.DashLine)) for _ in range(2)]
-        self.norm_plot.addItem(self.select_lines[0], ignoreBounds=True)
-        self.snr_plot.addItem(self.select_lines[1], ignoreBounds=True)
+        # The selected layer: a line in the norm plot, its bar outlined in the SNR plot (a line there would
+        # cross the bar's labels).
+        self.select_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=1.5,
+                                                                                 style=Qt.PenStyle.DashLine))
+        self.norm_plot.addItem(self.select_line, ignoreBounds=True)
+        self.selected_bar = pg.BarGraphItem(x=[], height=[], width=0.6, brush=None, pen=pg.mkPen(SELECT_COLOR, width=3))
+        self.selected_bar.setZValue(5)
+        self.snr_plot.addItem(self.selected_bar)
+        self.empty = [EmptyNote(self.norm_plot, "no checkpoint open"), EmptyNote(self.snr_plot, "")]
         self.lay_out([], self.header, self.canvas)
         selection.layer_changed.connect(lambda _: self._show_selected())
         self.canvas.scene().sigMouseClicked.connect(self._clicked)
@@ -146,8 +157,12 @@ class ResidualsView(Panel):
                 curve.setData([], [])
             self.bars.setOpts(x=[], height=[])
             self._drawn = False
+            self.empty[0].show("no audit yet" if self.session is not None else "no checkpoint open")
+            self.empty[1].show("")
             self._show_header()
             return
+        for note in self.empty:
+            note.hide()
         s = residual_series(self.snapshot)
         x = s["x"]
         self.band_lo.setData(x, s["p5"])
@@ -222,9 +237,13 @@ class ResidualsView(Panel):
 
     def _show_selected(self) -> None:
         layer = self.selection.layer
-        for line in self.select_lines:
-            line.setPos(layer + 1)
-            line.setVisible(self._drawn)
+        self.select_line.setPos(layer + 1)
+        self.select_line.setVisible(self._drawn)
+        x, height = self.bars.opts.get("x"), self.bars.opts.get("height")
+        if self._drawn and x is not None and layer < len(x):
+            self.selected_bar.setOpts(x=[x[layer]], height=[height[layer]], width=0.6)
+        else:
+            self.selected_bar.setOpts(x=[], height=[])
 
     def _clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or self.snapshot is None:

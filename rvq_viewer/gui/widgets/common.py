@@ -57,6 +57,10 @@ def elastic_label(text: str = "") -> QLabel:
     return label
 
 
+# The least a plot may shrink to (px): below this its axes and labels crowd its data.
+MIN_PLOT_WIDTH, MIN_PLOT_HEIGHT = 240, 170
+MIN_TABLE_HEIGHT = 110
+
 # Width of a plot's value axis (tick labels and title). Fixed: an axis sized to its labels changes width when
 # the numbers do, and that relays out and repaints the whole plot again on most updates while data streams.
 VALUE_AXIS_WIDTH = 56
