@@ -12,10 +12,9 @@ import html
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout,
+                               QWidget)
 
-from ..runtime import available_devices
 from ..version import __version__
 from . import settings
 from .actions import Actions
@@ -23,6 +22,7 @@ from .compare import CompareController
 from .controller import AuditController
 from .exports import Exporter
 from .menus import build_menus
+from .toolbar import build_toolbar
 from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, HistogramView, OverviewView,
                      ResidualsView)
 from .series import EventsView
@@ -94,7 +94,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.docks: dict[str, QDockWidget] = {}
         self._build_docks()
-        self._build_toolbar()
+        build_toolbar(self)
         self._build_statusbar()
         self.commands = Actions(self)
         build_menus(self)
@@ -105,6 +105,7 @@ class MainWindow(QMainWindow):
         state.message.connect(self.show_message)
         state.view_requested.connect(self.show_view)
         state.selection.layer_changed.connect(self._layer_changed)
+        state.selection.codes_changed.connect(self._codes_changed)
         self.controller.status.connect(self._status)
         self.controller.progress.connect(self._progress)
         self.controller.busy_changed.connect(self._busy_changed)
@@ -198,43 +199,6 @@ class MainWindow(QMainWindow):
         d["histogram"].raise_()
         d["overview"].raise_()            # the first tab of the bottom group
         self.compact = compact
-
-    def _build_toolbar(self) -> None:
-        bar = QToolBar("Main")
-        bar.setObjectName("toolbar-main")
-        bar.setMovable(False)
-        self.addToolBar(bar)
-        self.toolbar = bar
-        self.open_button = QPushButton("Open…")
-        self.open_button.setToolTip("Open a quantizer checkpoint (Ctrl+O)")
-        self.open_button.clicked.connect(self.ask_open_checkpoint)
-        bar.addWidget(self.open_button)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Layer "))
-        self.layer_box = QComboBox()
-        self.layer_box.setObjectName("layer-box")
-        self.layer_box.setMinimumWidth(150)
-        self.layer_box.currentIndexChanged.connect(lambda i: self.selection.set_layer(i) if i >= 0 else None)
-        bar.addWidget(self.layer_box)
-        for text, step, tip in (("◀", -1, "Previous layer ([)"), ("▶", 1, "Next layer (])")):
-            button = QPushButton(text)
-            button.setToolTip(tip)
-            button.setFixedWidth(32)
-            button.clicked.connect(lambda checked=False, s=step: self.selection.step_layer(s))
-            bar.addWidget(button)
-            setattr(self, "prev_button" if step < 0 else "next_button", button)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Device "))
-        self.device_box = QComboBox()
-        self.device_box.setObjectName("device-box")
-        for name in available_devices():
-            self.device_box.addItem(name, name)
-        self.device_box.currentIndexChanged.connect(self._device_changed)
-        bar.addWidget(self.device_box)
-        self.rerun_button = QPushButton("Re-run audit")
-        self.rerun_button.setToolTip("Audit the features again (F5)")
-        self.rerun_button.clicked.connect(self.start_audit)
-        bar.addWidget(self.rerun_button)
 
     def _build_statusbar(self) -> None:
         status = self.statusBar()
@@ -404,6 +368,24 @@ class MainWindow(QMainWindow):
             dock.raise_()
         self.statusBar().showMessage(f"Evidence: {label}", 5000)
 
+    def focus_goto(self) -> None:
+        self.goto_box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.goto_box.selectAll()
+
+    def reset_views(self) -> None:
+        for view in self.views:
+            view.reset_view()
+
+    def show_shortcuts(self) -> None:
+        from .shortcuts import ShortcutsDialog
+        self.shortcuts_dialog = ShortcutsDialog(self.commands, self)
+        self.shortcuts_dialog.show()
+
+    def _codes_changed(self, layer: int, codes) -> None:
+        if len(codes):
+            self.statusBar().showMessage(f"{len(codes):,} codes of layer {layer} boxed on the map "
+                                         "(Ctrl+D clears)", 8000)
+
     def views_ready(self, wait_umap: bool = False) -> bool:
         """Every view shows data for the newest complete audit (and UMAP, if asked to wait for it)."""
         snap = self.snapshot
@@ -485,10 +467,10 @@ class MainWindow(QMainWindow):
         for view in self.views:
             view.cleanup()
         self.compare.shutdown()
-        self.exporter.report_slot.cancel()
+        self.exporter.cancel()
         ok = cancel_and_wait(slots + [self.map.slot, self.dead_codes.slot, self.events_view.slot,
                                       self.trainer_panel.slot, self.trainer_panel.save_slot,
-                                      self.exporter.report_slot], msecs)
+                                      *self.exporter.slots], msecs)
         if self.service is not None:
             self.service.close()
         return ok

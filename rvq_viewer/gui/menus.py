@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 from ..runtime import available_devices
 from . import settings
+from .widgets.common import RESET_VIEW_KEY
 
 
 def build_menus(w) -> None:
@@ -56,7 +57,11 @@ def build_menus(w) -> None:
     a.add("view.next_layer", "&Next layer", lambda: state.selection.step_layer(1), "view", ["]", "Alt+Right"])
     a.add("view.previous_layer", "&Previous layer", lambda: state.selection.step_layer(-1), "view",
           ["[", "Alt+Left"])
-    a.add("view.clear_code", "Clear code selection", state.selection.clear_code, "view", "Ctrl+D")
+    a.add("view.goto", "&Go to code…", w.focus_goto, "view", "Ctrl+G",
+          tip="type a code (256) or layer:code (3:256) in the toolbar")
+    a.add("view.clear_code", "Clear selection (code and box)", state.selection.clear, "view", "Ctrl+D")
+    a.add("view.reset_views", "Reset plot &views", w.reset_views, "view", RESET_VIEW_KEY,
+          tip="every plot back to all its data after zooming or panning")
     a.separator("view")
     log = a.add("view.histogram_log", "Histogram: &log scale", w.histogram.log_box.setChecked, "view", "Ctrl+L",
                 checkable=True)
@@ -101,6 +106,7 @@ def build_menus(w) -> None:
     a.menu("train").aboutToShow.connect(lambda: sync_train_actions(w))
 
     a.menu("help", "&Help")
+    a.add("help.shortcuts", "&Keyboard shortcuts", w.show_shortcuts, "help", "F1")
     a.add("help.about", "&About", w.about, "help")
 
 

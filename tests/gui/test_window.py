@@ -140,7 +140,7 @@ def test_selecting_a_code_links_map_histogram_and_dead_codes(loaded, qtbot):
     assert win.dead_codes.selected_code() == other
 
     # hover describes the point under the cursor
-    win.map._hovered((win.map.plot.getViewBox().mapViewToScene(QPointF(*win.map.view_position(0, live))),))
+    win.map.pointer.hovered((win.map.plot.getViewBox().mapViewToScene(QPointF(*win.map.view_position(0, live))),))
     assert f"code {live}" in win.map.hover_label.text() and "count" in win.map.hover_label.text()
 
 

@@ -11,12 +11,13 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QCheckBox
+from PySide6.QtGui import QCursor
+from PySide6.QtWidgets import QCheckBox, QToolTip
 
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_scene_png,
-                              header_label, steady_axis)
+from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_plot_png,
+                              header_label, reset_button, steady_axis)
 from ..widgets.empty import EmptyNote
 from ..widgets.picking import view_point
 from ..widgets.usage_curve import UsageCurve, decade_ticks, usage_steps
@@ -38,6 +39,7 @@ class HistogramView(Panel):
         self._axes_mode = None
         self._limits = None
         self._y_range = None
+        self._count_ticks = None
         self._range_timer = QTimer(self)
         self._range_timer.setSingleShot(True)
         self._range_timer.setInterval(30)
@@ -68,19 +70,25 @@ class HistogramView(Panel):
                                                                                   style=Qt.PenStyle.DashLine))
         self.select_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=2))
         self.select_line.setZValue(10)
-        for thing in (self.zipf_curve, self.uniform_line, self.select_line):
+        # The shared set of codes (a box on the map): their bars outlined from the base up.
+        self.set_bars = pg.PlotCurveItem(pen=pg.mkPen(SELECT_COLOR, width=2), connect="pairs")
+        self.set_bars.setZValue(9)
+        for thing in (self.zipf_curve, self.uniform_line, self.select_line, self.set_bars):
             item.addItem(thing)
         self.select_line.hide()
         self.zipf_curve.hide()
         self.empty = EmptyNote(item, "no checkpoint open")
 
-        self.lay_out([self.log_box, self.sorted_box], self.header, self.plot)
+        self.reset_button = reset_button(self.reset_view, "histogram")
+        self.lay_out([self.log_box, self.sorted_box, self.reset_button], self.header, self.plot)
 
         self.log_box.toggled.connect(self._redraw)
         self.sorted_box.toggled.connect(self._redraw)
         self.selection.layer_changed.connect(self._layer_changed)
         self.selection.code_changed.connect(lambda layer, code: self._show_code())
+        self.selection.codes_changed.connect(lambda layer, codes: self._show_set())
         self.plot.scene().sigMouseClicked.connect(self._clicked)
+        self._hover_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=20, slot=self._hovered)
         item.getViewBox().sigXRangeChanged.connect(self._x_range_changed)
         self._show_header()
 
@@ -123,7 +131,7 @@ class HistogramView(Panel):
         item = self.plot.getPlotItem()
         if self.counts is None:
             self.usage.set_steps(None)
-            for thing in (self.zipf_curve, self.uniform_line, self.select_line):
+            for thing in (self.zipf_curve, self.uniform_line, self.select_line, self.set_bars):
                 thing.hide()
             self.steps = None
             self._drawn = False
@@ -173,14 +181,23 @@ class HistogramView(Panel):
         self._y_range = y_range
         self._mode = mode
         self.usage.set_steps(steps, band)
+        # Decades only on a log count axis: pyqtgraph labels every minor tick (2·10¹, 3·10¹, ...) on a tall
+        # plot, and the labels then run into each other.
+        count_ticks = (log, math.ceil(top)) if log else None
+        if count_ticks != self._count_ticks:
+            item.getAxis("left").setTicks(decade_ticks(top) if log else None)
+            self._count_ticks = count_ticks
         if axes_mode != self._axes_mode:
             item.getAxis("left").setLogMode(False, log)
             # Log-log: decade labels only (pyqtgraph would label every minor tick, 0.6 0.7 0.8 ...).
             item.getAxis("bottom").setTicks(decade_ticks(math.log10(max(k, 1))) if ranked and log else None)
             self._axes_mode = axes_mode
         self._drawn = True
-        self._show_header()
+        self._show_set()
         self._show_code()
+
+    def reset_view(self) -> None:
+        self._redraw(autorange=True)
 
     def _x_range_changed(self, *_) -> None:
         if not self._range_timer.isActive():
@@ -200,6 +217,12 @@ class HistogramView(Panel):
             text += " (not on log axes)"
         if not self.snapshot.complete:
             text += " · <i>partial</i>"
+        codes = self.selection.codes
+        if codes.size and self.counts is not None:
+            uses = int(self.counts[codes[codes < self.counts.size]].sum())
+            unused = int((self.counts[codes[codes < self.counts.size]] == 0).sum())
+            text += (f"<br><span style='color:{SELECT_COLOR}'>▢</span> {codes.size:,} codes boxed on the map: "
+                     f"{uses:,} uses ({uses / max(1, int(self.counts.sum())):.1%}), {unused:,} unused")
         code = self.selection.code
         if 0 <= code < rep.codebook_size and self.counts is not None and self.steps is not None:
             count = int(self.counts[code])
@@ -226,6 +249,39 @@ class HistogramView(Panel):
             self.select_line.show()
         self._show_header()
 
+    def _show_set(self) -> None:
+        codes = self.selection.codes
+        if self.steps is None or codes.size == 0:
+            self.set_bars.hide()
+        else:
+            x, top = self.steps.bars_of(codes)
+            self.set_bars.setData(np.repeat(x, 2), np.column_stack([np.full(x.size, self.steps.base), top]).ravel())
+            self.set_bars.show()
+        self._show_header()
+
+    def describe_code(self, code: int) -> str:
+        """What a bar's tooltip says: code, uses, share, rank, EMA size, dead."""
+        counts = self.counts
+        count = int(counts[code])
+        text = (f"code {code}\n{count:,} uses ({count / max(1, int(counts.sum())):.2%} of frames)\n"
+                f"rank {int(self.steps.rank[code]) + 1:,} of {counts.size:,}")
+        layer = self.selection.layer
+        if self.session is not None and self.session.ema_sizes is not None:
+            text += f"\nEMA size {self.session.ema_sizes[layer][code]:.3g}"
+        if count == 0:
+            text += "\ndead: unused on these features"
+        return text
+
+    def _hovered(self, args) -> None:
+        if self.steps is None or self.counts is None:
+            return
+        point = view_point(self.plot.getPlotItem().getViewBox(), args[0])
+        code = self.code_at(point.x()) if point is not None else None
+        if code is None:
+            QToolTip.hideText()
+            return
+        QToolTip.showText(QCursor.pos(), self.describe_code(code), self.plot)
+
     # --- clicks ---------------------------------------------------------------------------------------
     def code_at(self, x: float) -> int | None:
         """The code under view x coordinate `x` in the current mode, or None."""
@@ -241,7 +297,9 @@ class HistogramView(Panel):
 
     # --- export ---------------------------------------------------------------------------------------
     def export_png(self, path) -> None:
-        export_scene_png(self.plot.getPlotItem(), path)
+        what = "Rank-frequency of code use" if self.sorted_box.isChecked() else "Uses per code"
+        export_plot_png(self.plot, path, self.export_title(what, self.selection.layer))
 
     def cleanup(self) -> None:
         self._range_timer.stop()
+        self._hover_proxy.disconnect()

@@ -13,7 +13,8 @@ from ...analysis.diagnosis import severity_rank
 from ...app.session import Session, Snapshot, snapshot_health
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, MIN_TABLE_HEIGHT, header_label, table_rows, write_csv
+from ...app.tables import OVERVIEW_HEADER, overview_rows, write_csv
+from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, MIN_TABLE_HEIGHT, header_label
 
 COLUMNS = ["Layer", "Used / K", "Util.", "Perplexity", "Entropy", "Dead", "EMA-dead", "Resid.", "Rel. err",
            "SNR dB", "Health"]
@@ -145,8 +146,10 @@ class OverviewView(Panel):
 
     # --- export ---------------------------------------------------------------------------------------
     def export_csv(self, path) -> None:
-        header, rows = table_rows(self.table)
-        write_csv(path, header, rows)
+        """What the table shows, in typed columns (app/tables.py)."""
+        if self.snapshot is None:
+            raise ValueError("no audit to export yet")
+        write_csv(path, OVERVIEW_HEADER, overview_rows(self.snapshot))
 
 def _num(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -17,8 +17,8 @@ from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
 from ..widgets.empty import EmptyNote
-from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_scene_png, header_label,
-                              steady_axis)
+from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_plot_png, header_label,
+                              reset_button, steady_axis)
 
 LINE = "#3B75AF"
 REFERENCE = "#9E9E9E"
@@ -68,7 +68,7 @@ class ResidualsView(Panel):
             plot.setMenuEnabled(False)
             plot.hideButtons()
             plot.showGrid(x=False, y=True, alpha=0.25)
-            plot.getViewBox().setMouseEnabled(x=False, y=False)
+            plot.getViewBox().setMouseEnabled(x=False, y=True)
             plot.disableAutoRange()   # ranges are set from the data below; autorange would redo it per item
         self.snr_plot.setXLink(self.norm_plot)
         self.norm_plot.setLabel("left", "‖residual‖")
@@ -106,7 +106,8 @@ class ResidualsView(Panel):
         self.selected_bar.setZValue(5)
         self.snr_plot.addItem(self.selected_bar)
         self.empty = [EmptyNote(self.norm_plot, "no checkpoint open"), EmptyNote(self.snr_plot, "")]
-        self.lay_out([], self.header, self.canvas)
+        self.reset_button = reset_button(self.reset_view, "residuals")
+        self.lay_out([self.reset_button], self.header, self.canvas)
         selection.layer_changed.connect(lambda _: self._show_selected())
         self.canvas.scene().sigMouseClicked.connect(self._clicked)
         self._snr_top = 1.0
@@ -212,6 +213,11 @@ class ResidualsView(Panel):
         self._show_selected()
         self._show_header()
 
+    def reset_view(self) -> None:
+        self._applied.clear()
+        if self._drawn:
+            self._redraw()
+
     def _fit_snr_range(self) -> None:
         # Room above the tallest bar for its one-line label (~20 px), whatever the plot's height.
         height = self.snr_plot.getViewBox().height()
@@ -257,7 +263,7 @@ class ResidualsView(Panel):
                 return
 
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        export_plot_png(self.canvas, path, self.export_title("Residual norms and SNR per stage"))
 
     def cleanup(self) -> None:
         pass

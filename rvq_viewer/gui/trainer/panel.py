@@ -29,7 +29,7 @@ from ...training import RunHistory, StepBatch, TrainControl, TrainStatus, loaded
 from .. import settings
 from ..controller import error_text
 from ..state import AppState
-from ..widgets.common import DEAD_COLOR, header_label
+from ..widgets.common import DEAD_COLOR, header_label, reset_button, reset_plots
 from ..workers import JobSlot
 from .form import TrainerForm
 from .plots import TrainerPlots
@@ -95,6 +95,7 @@ class TrainerPanel(QWidget):
         legend_row = QHBoxLayout()
         legend_row.addWidget(self.legend_label, 1)
         legend_row.addWidget(self.plots.hover)
+        legend_row.addWidget(reset_button(self.reset_view, "trainer"))
         right_layout.addLayout(legend_row)
         plots_and_runs = QSplitter(Qt.Orientation.Vertical)
         plots_and_runs.addWidget(self.plots.canvas)
@@ -179,6 +180,9 @@ class TrainerPanel(QWidget):
             self._shaped_by = q
         self.form.set_session(session, follow)
         self._update_buttons()
+
+    def reset_view(self) -> None:
+        reset_plots(self.plots.canvas)
 
     def cleanup(self) -> None:
         self.timer.stop()

@@ -10,7 +10,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel
 
 from ...training import RunHistory
-from ..widgets.common import export_scene_png, layer_color
+from ..widgets.common import export_plot_png, layer_color
 from ..widgets.picking import view_point
 
 PLOTS = [("perplexity", "batch perplexity"), ("used", "codes used in the batch"),
@@ -142,7 +142,7 @@ class TrainerPlots:
         self.hover.setText(" ")
 
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        export_plot_png(self.canvas, path, "What-if trainer runs")
 
     def cleanup(self) -> None:
         self._hover_proxy.disconnect()
