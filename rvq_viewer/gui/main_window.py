@@ -475,7 +475,39 @@ class MainWindow(QMainWindow):
             self.service.close()
         return ok
 
+    def confirm_close(self) -> bool:
+        """True to go on closing: nothing unsaved, or the user chose to discard it."""
+        unsaved = self.trainer_panel.unsaved_runs()
+        if not unsaved:
+            return True
+        answer = self._ask_unsaved(unsaved)
+        if answer == "save":
+            self.show_trainer()
+            self.trainer_panel.set_compare(unsaved[-1], None)
+            self.trainer_panel.ask_save()
+            self.statusBar().showMessage("Quit again once the run is saved.", 8000)
+        return answer == "discard"
+
+    def _ask_unsaved(self, unsaved) -> str:
+        names = ", ".join(f"{run.name} (step {run.last_step:,})" for run in unsaved[:3])
+        more = f" and {len(unsaved) - 3} more" if len(unsaved) > 3 else ""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved trainer runs",
+                          f"The what-if trainer has {len(unsaved)} unsaved run{'s' if len(unsaved) > 1 else ''}: "
+                          f"{names}{more}.", parent=self)
+        box.setObjectName("unsaved-dialog")
+        box.setInformativeText("Their trained codebooks go when the window closes.")
+        save = box.addButton("Save…", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(save)
+        box.exec()
+        clicked = box.clickedButton()
+        return "save" if clicked is save else "discard" if clicked is discard else "cancel"
+
     def closeEvent(self, event):  # noqa: N802
+        if not self._closing and not self.confirm_close():
+            event.ignore()
+            return
         if not self._closing:
             self.save_settings()
         self.shutdown()

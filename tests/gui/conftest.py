@@ -168,6 +168,8 @@ class FakeUmapService:
 def window(qtbot):
     from rvq_viewer.gui.main_window import MainWindow
     win = MainWindow(umap_service=None)
+    # Closing at teardown must not wait on the unsaved-run question (test_trainer_panel asks it itself).
+    win._ask_unsaved = lambda unsaved: "discard"
     qtbot.addWidget(win)
     win.resize(1500, 950)          # the offscreen screen is 800 x 600: a desktop-sized window, side by side
     win.reset_layout()

@@ -244,6 +244,7 @@ class TrainerPanel(QWidget):
         if self.control is not None and self.slot.busy:
             self.control.pause.set()
             self._update_buttons()
+            self._show_status()
 
     def resume(self) -> None:
         if self.control is not None and self.slot.busy:
@@ -304,6 +305,7 @@ class TrainerPanel(QWidget):
     def _saved(self, run: RunHistory, result) -> None:
         path, step = result
         run.saved_path = Path(path)
+        run.saved_step = step
         run.version += 1
         self._fill_runs()
         self._show_status()
@@ -320,6 +322,11 @@ class TrainerPanel(QWidget):
         run = self.current_a()
         if run is not None and run.saved_path is not None:
             self.open_wanted.emit(run.saved_path)      # the window keeps the open features when they fit
+
+    def unsaved_runs(self) -> list[RunHistory]:
+        """Runs that trained and whose trainer is still here to save, not saved at their last step."""
+        return [run for run in self.runs if len(run) and run.name in self._controls
+                and self._controls[run.name].trainer is not None and run.saved_step < run.last_step]
 
     # --- buttons and text ----------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
@@ -343,6 +350,10 @@ class TrainerPanel(QWidget):
                                 "change one setting and Start again to compare the two runs.</i>")
             return
         text = f"<b>{html.escape(run.name)}</b> {STATE_WORDS.get(run.state, run.state)}"
+        pausing = self.slot.busy and self.control is not None and self.control.pause.is_set()
+        if pausing and run.state in ("starting", "reading", "initialising"):
+            # The k-means init runs in one piece: the pause takes effect when it ends.
+            text += " <b>· pausing when the k-means init ends</b> (it cannot stop midway)"
         if len(run):
             text += (f" · step {run.last_step:,} / {run.settings.steps:,} · {run.steps_per_second:.1f} steps/s · "
                      f"{run.total_events:,} replacements")
