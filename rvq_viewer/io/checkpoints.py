@@ -74,8 +74,16 @@ def load_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
     (vector-quantize-pytorch heads sharing one codebook), `vq_strides` (SNAC level strides, else from
     config.json beside the file or SNAC's defaults).
 
-    Anything wrong with the file raises `LoadError` (or `UnsafeFileError`), one line naming the file.
+    Anything wrong with the file raises `LoadError` (or `UnsafeFileError`), one line naming the file;
+    a file that holds no quantizer at all raises its subclass `NoQuantizerError`.
     """
+    return open_quantizer(path, format, n_q, skip_transform, base, **options)[0]
+
+
+def open_quantizer(path: str | Path, format: str | None = None, n_q: int | None = None,
+                   skip_transform: bool = False, base: str | Path | None = None,
+                   **options) -> tuple[Quantizer, Checkpoint]:
+    """`load_quantizer`, and the checkpoint it came from (its metadata says when it was saved)."""
     ckpt = read_checkpoint(path, skip_transform=skip_transform, n_q=n_q, base=base, **options)
     fmt = detect_format(ckpt, format)
     if format:
@@ -101,7 +109,7 @@ def load_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
         raise LoadError(f"a base model is only used for GPT-SoVITS LoRA exports; this is a {quantizer.format} "
                         "checkpoint", ckpt.path)
     quantizer.notes[:0] = ckpt.notes + _config_notes(ckpt)
-    return quantizer
+    return quantizer, ckpt
 
 
 def _config_notes(ckpt: Checkpoint) -> list[str]:
