@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-BOOTSTRAP_HINT = ("install the parity peers: scripts/bootstrap.sh test (pip install --no-deps "
-                  "vector-quantize-pytorch einx frozendict loguru torch-einops-utils snac "
-                  "descript-audio-codec moshi speechtokenizer)")
+BOOTSTRAP_HINT = ("install the parity peers: scripts/bootstrap.sh test (pip install transformers omegaconf; "
+                  "pip install --no-deps vector-quantize-pytorch einx frozendict loguru torch-einops-utils snac "
+                  "descript-audio-codec moshi speechtokenizer audiocraft flashy)")
 
 
 def _package_root(name: str) -> Path:

@@ -106,8 +106,8 @@ def open_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
     except _BUILD_ERRORS as exc:
         raise LoadError(f"not a consistent {fmt.name} quantizer: {_one_line(exc)}", ckpt.path) from None
     if base is not None and quantizer.format != "gpt-sovits":
-        raise LoadError(f"a base model is only used for GPT-SoVITS LoRA exports; this is a {quantizer.format} "
-                        "checkpoint", ckpt.path)
+        raise LoadError("a base model is only used for GPT-SoVITS LoRA exports; this checkpoint is "
+                        f"{quantizer.format}", ckpt.path)
     quantizer.notes[:0] = ckpt.notes + _config_notes(ckpt)
     return quantizer, ckpt
 
