@@ -97,7 +97,8 @@ def _projection_source(ckpt: Checkpoint, notes: list[str]) -> Checkpoint | None:
                      "already through ssl_proj" + (f" ({rate} per its config)" if isinstance(rate, str) else ""))
         return None
     example = "s2Gv4.pth" if version == "v4 LoRA" else "s2Gv3.pth"
-    raise LoadError(f"{what} holds no ssl_proj (a LoRA export keeps only trained weights), so raw 768-dim "
+    dim = int(ckpt.state[PREFIX + "layers.0._codebook.embed"].shape[-1])
+    raise LoadError(f"{what} holds no ssl_proj (a LoRA export keeps only trained weights), so raw {dim}-dim "
                     f"HuBERT frames cannot be projected: name the base model (--base {example}), or pass "
                     "--skip-transform for features already through ssl_proj", ckpt.path)
 
