@@ -83,6 +83,22 @@ def moshi_quantization():
                         ["quantization.base", "quantization.core_vq", "quantization.vq"])
 
 
+def flashy_modules():
+    """flashy 0.0.2's `state.py` (StateManager, the solvers' checkpoint state) and `utils.py`
+    (write_and_rename). Its __init__ imports dora, which needs submitit and more: the two files run by
+    path under a stand-in package registered as `flashy` itself, which audiocraft's files import."""
+    load_by_path("flashy", "flashy", [], ["state", "utils"])
+    return sys.modules["flashy.state"], sys.modules["flashy.utils"]
+
+
+def audiocraft_quantization():
+    """audiocraft 1.3.0's `audiocraft/quantization/{base,core_vq,vq}.py` (installed --no-deps: it pins
+    torch 2.1 and pulls xformers, spacy...); core_vq imports flashy, served by `flashy_modules`."""
+    flashy_modules()
+    return load_by_path("audiocraft", "_audiocraft_ref", ["quantization"],
+                        ["quantization.base", "quantization.core_vq", "quantization.vq"])
+
+
 def speechtokenizer_core_vq():
     """SpeechTokenizer 1.0.1's `speechtokenizer/quantization/core_vq.py` (its package __init__ imports
     the trainer, which needs beartype, accelerate, tensorboard...)."""

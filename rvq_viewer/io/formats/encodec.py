@@ -213,6 +213,8 @@ def _build_audiocraft(ckpt: Checkpoint) -> Quantizer:
     if ckpt.wrappers[:1] in (["best_state"], ["fsdp_best_state"]) and "model" in ckpt.meta:
         notes.append(f"training checkpoint: the quantizer of {'.'.join(ckpt.wrappers)} (what audiocraft's "
                      "own loader takes), not the latest `model`")
+    elif ckpt.wrappers[:1] == ["model"] and "best_state" in ckpt.meta:
+        notes.append("training checkpoint with no best state saved yet: the latest `model`")
     config = ckpt.meta.get("xp.cfg")
     if isinstance(config, dict):
         shown = {k: config[k] for k in ("sample_rate", "channels") if isinstance(config.get(k), (int, float))}
