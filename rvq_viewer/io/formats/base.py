@@ -159,7 +159,9 @@ def unwrap(obj: Any, path: Path) -> Checkpoint:
         wrappers.append(wrapper)
         inner = inner[wrapper]
     top_wrapper = wrappers[0] if wrappers else None
-    meta = {str(k): plain_config(v) for k, v in obj.items() if k != top_wrapper and not isinstance(v, torch.Tensor)}
+    # Beside a walked wrapper, one-number tensors are metadata (a `global_step` saved as a tensor).
+    meta = {str(k): plain_config(v) for k, v in obj.items()
+            if k != top_wrapper and (not isinstance(v, torch.Tensor) or (wrappers and v.numel() == 1))}
     state = flatten_tensors(inner)
     if not state:
         raise LoadError("no tensors found in the file", path)
@@ -167,7 +169,8 @@ def unwrap(obj: Any, path: Path) -> Checkpoint:
 
 
 def _has_tensors_at_top(obj: Mapping) -> bool:
-    return any(isinstance(v, torch.Tensor) for v in obj.values())
+    """Weights at this level (a state dict), not just a number kept as a tensor beside a wrapper."""
+    return any(isinstance(v, torch.Tensor) and v.numel() > 1 for v in obj.values())
 
 
 def check_codebook(table: torch.Tensor, layer: int, path: Path) -> None:
