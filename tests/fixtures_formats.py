@@ -299,6 +299,15 @@ def family_files(root: Path, seed: int = 0) -> dict[str, tuple[Path, str]]:
     hf = encodec_layers(g, "quantizer.", 4, 64, 16, hf=True)
     hf["encoder.layers.0.conv.weight_v"] = _rand(g, 8, 1, 7)
     put("encodec_hf", "encodec-hf", "model.safetensors", hf)
+    xcodec = {k.replace("quantizer.layers.", "quantizer.quantizers."): v
+              for k, v in encodec_layers(g, "quantizer.", 3, 64, 16, hf=True).items()}
+    xcodec["fc.weight"] = _rand(g, 16, 16)
+    path = put("xcodec", "xcodec", "model.safetensors", xcodec)
+    (path.parent / "config.json").write_text('{"model_type": "xcodec", "codebook_size": 64}')
+    wav_hf = {k.replace("quantizer.layers.0.", "quantizer."): v
+              for k, v in encodec_layers(g, "quantizer.", 1, 64, 16, hf=True).items()}
+    wav_hf["encoder.layers.0.conv.weight"] = _rand(g, 4, 1, 7)
+    put("wavtokenizer_hf", "wavtokenizer", "model.safetensors", wav_hf)
     spt = encodec_layers(g, "quantizer.vq.", 4, 64, 24)
     spt.update({"transform.weight": _rand(g, 12, 24), "transform.bias": torch.zeros(12),
                 "encoder.model.0.conv.conv.weight": _rand(g, 8, 1, 7)})
