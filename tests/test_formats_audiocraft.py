@@ -131,3 +131,14 @@ def test_a_builtin_function_is_still_refused_by_its_full_name(tmp_path):
     with pytest.raises(UnsafeFileError):
         load_quantizer(path)
     assert not marker.exists()
+
+
+def test_builtin_types_in_metadata_are_the_real_ones(tmp_path):
+    """Protocol 2 (torch.save's) writes a set as a call of `__builtin__ set`, and OmegaConf refers to
+    `dict`, `list` and `bytes` as node types: sets come back as sets, the type references load."""
+    meta = {"tags": {"a", "b"}, "frozen": frozenset({1}), "cfg": OmegaConf.create({"x": b"raw", "y": [1, 2]})}
+    torch.save({"model": {"quantizer.vq.layers.0._codebook.embed": torch.randn(8, 4)}, **meta},
+               tmp_path / "m.th")
+    ckpt = read_checkpoint(tmp_path / "m.th")
+    assert ckpt.meta["tags"] == {"a", "b"} and ckpt.meta["frozen"] == frozenset({1})
+    assert ckpt.meta["cfg"]["y"] == [1, 2]

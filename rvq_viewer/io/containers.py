@@ -99,12 +99,13 @@ _INERT = re.compile(
     r"|numpy\.(?:_?core\.multiarray\.scalar|dtype|dtypes\.\w+)"
     r"|typing\.Any"
     r"|collections\.defaultdict"
+    r"|builtins\.bytes"   # a type reference only: bytes(n) from pickled arguments would allocate n bytes
     r"|(?:GPT_SoVITS\.)?utils\.HParams)$")
-# Builtin types a config pickle refers to (OmegaConf records `dict` / `list` as a node's object type,
-# protocol 2 writes them as `__builtin__.dict`): the real types are allowed, since building one from
-# pickled arguments runs no code of the file's.
+# Builtin types a config pickle refers to (OmegaConf records `dict` / `list` as a node's object type;
+# protocol 2, torch.save's, writes a set as a call of `__builtin__.set`): the real types, since
+# building one from the file's own values runs no code of the file's.
 _SAFE_BUILTINS = {f"builtins.{t.__name__}": t for t in
-                  (list, dict, set, frozenset, tuple, int, float, str, bytes, bool, complex, object)}
+                  (list, dict, set, frozenset, tuple, int, float, str, bool, complex, object)}
 _MAX_STAND_INS = 32
 
 
