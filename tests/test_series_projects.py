@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -47,8 +48,11 @@ class Generator(torch.nn.Module):
 
 
 class Discriminator(torch.nn.Module):
+    """Old-API weight norm (weight_g / weight_v), as GPT-SoVITS's MultiPeriodDiscriminator uses."""
+
     def __init__(self):
         super().__init__()
+        warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
         wn = torch.nn.utils.weight_norm
         self.discriminators = torch.nn.ModuleList([torch.nn.Module() for _ in range(2)])
         for d in self.discriminators:
@@ -96,15 +100,21 @@ def test_gpt_sovits_iteration_is_read_as_the_epoch():
 
 
 def test_events_command_on_a_gpt_sovits_folder(logs, tmp_path):
-    folder, _ = logs
+    folder, generators = logs
     out = tmp_path / "events.json"
-    proc = subprocess.run([sys.executable, "-m", "rvq_viewer", "events", str(folder), "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    x = torch.randn(240, DIM, generator=torch.Generator().manual_seed(6))
+    np.save(tmp_path / "hubert.npy", x.numpy())
+    proc = subprocess.run([sys.executable, "-m", "rvq_viewer", "events", str(folder), str(tmp_path / "hubert.npy"),
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("rvq-viewer: warning: ")]
     assert len(warnings) == 3 and all("D_" in w and "holds no quantizer" in w for w in warnings)
     assert "steps 48..144" in proc.stdout and "GPT-SoVITS names its training checkpoints G_<step>.pth" in proc.stdout
-    assert json.loads(out.read_text())["steps"] == [48, 96, 144]
+    report = json.loads(out.read_text())
+    assert report["steps"] == [48, 96, 144]
+    used = {s["step"]: s["used"] for s in report["summaries"]}
+    assert len(used) == 3
+    assert used == {step: len(set(generators[step].extract_latent(x)[0].tolist())) for step in used}
 
 
 def test_the_app_series_job_shows_the_skipped_files(logs):
