@@ -52,12 +52,13 @@ class Discriminator(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
         wn = torch.nn.utils.weight_norm
         self.discriminators = torch.nn.ModuleList([torch.nn.Module() for _ in range(2)])
-        for d in self.discriminators:
-            d.convs = torch.nn.ModuleList([wn(torch.nn.Conv2d(1, 4, (5, 1))), wn(torch.nn.Conv2d(4, 4, (5, 1)))])
-            d.conv_post = wn(torch.nn.Conv2d(4, 1, (3, 1)))
+        with warnings.catch_warnings():   # torch deprecates the old API GPT-SoVITS uses
+            warnings.simplefilter("ignore", FutureWarning)
+            for d in self.discriminators:
+                d.convs = torch.nn.ModuleList([wn(torch.nn.Conv2d(1, 4, (5, 1))), wn(torch.nn.Conv2d(4, 4, (5, 1)))])
+                d.conv_post = wn(torch.nn.Conv2d(4, 1, (3, 1)))
 
 
 def save_checkpoint(model, optimizer, learning_rate, iteration, checkpoint_path):
