@@ -16,6 +16,9 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-q", type=int, help="use the first N layers (Mimi: 8 of 32 by default, up to 32)")
     parser.add_argument("--skip-transform", action="store_true",
                         help="features are already projected (e.g. GPT-SoVITS features after ssl_proj)")
+    parser.add_argument("--base", type=Path, metavar="S2G",
+                        help="GPT-SoVITS v3/v4 LoRA export: the base model it was trained from (s2Gv3.pth, "
+                             "s2Gv4.pth), whose ssl_proj the LoRA file lacks")
     lookup = parser.add_mutually_exclusive_group()
     lookup.add_argument("--cosine", dest="cosine", action="store_true", default=None,
                         help="vector-quantize-pytorch: cosine-similarity codebooks (default: from config or detected)")
@@ -48,7 +51,7 @@ def _strides(text: str) -> tuple[int, ...]:
 
 def load_options(args) -> LoadOptions:
     return LoadOptions(format=args.format, n_q=args.n_q, skip_transform=args.skip_transform, cosine=args.cosine,
-                       heads=args.heads, vq_strides=args.vq_strides)
+                       heads=args.heads, vq_strides=args.vq_strides, base=args.base)
 
 
 def spec_from_args(args, checkpoint: str | Path | None = None, features: list | None = None,

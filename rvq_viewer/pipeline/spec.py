@@ -26,10 +26,11 @@ class LoadOptions:
     cosine: bool | None = None           # vector-quantize-pytorch lookup (None: from config or detected)
     heads: int | None = None             # vector-quantize-pytorch heads sharing one codebook
     vq_strides: tuple[int, ...] | None = None   # SNAC level strides
+    base: Path | None = None             # GPT-SoVITS v3/v4 LoRA: the base model holding ssl_proj
 
     def kwargs(self) -> dict:
         out = {"format": self.format, "n_q": self.n_q, "skip_transform": self.skip_transform}
-        for name in ("cosine", "heads", "vq_strides"):
+        for name in ("cosine", "heads", "vq_strides", "base"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = list(value) if name == "vq_strides" else value

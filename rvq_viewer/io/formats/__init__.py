@@ -2,15 +2,19 @@
 
 from .base import Checkpoint, Format, unwrap
 from .dac import DAC, SNAC
-from .encodec import AUDIOCRAFT, ENCODEC, ENCODEC_HF, SPEECHTOKENIZER, WAVTOKENIZER
+from .encodec import AUDIOCRAFT, ENCODEC, ENCODEC_HF, SPEECHTOKENIZER, WAVTOKENIZER, XCODEC
 from .gpt_sovits import GPT_SOVITS
 from .mimi import MIMI
+from .no_codebook import no_codebook_reason
 from .plain import PLAIN
+from .pretrained import read_pretrained
 from .vqpytorch import VQPYTORCH
 
 # Most specific first: GPT-SoVITS, SpeechTokenizer, WavTokenizer and audiocraft are EnCodec-layout RVQs
-# told apart by what sits beside the quantizer; SNAC is a DAC-layout quantizer with strides.
+# told apart by what sits beside the quantizer; SNAC is a DAC-layout quantizer with strides. A family's
+# `partial` check runs in the same order, so a file with its marks but a part missing stops at its
+# message before a more general family could read it another way.
 FORMATS: list[Format] = [MIMI, GPT_SOVITS, SPEECHTOKENIZER, WAVTOKENIZER, AUDIOCRAFT, ENCODEC, ENCODEC_HF,
-                         VQPYTORCH, SNAC, DAC, PLAIN]
+                         XCODEC, VQPYTORCH, SNAC, DAC, PLAIN]
 
-__all__ = ["Checkpoint", "FORMATS", "Format", "unwrap"]
+__all__ = ["Checkpoint", "FORMATS", "Format", "no_codebook_reason", "read_pretrained", "unwrap"]
