@@ -157,6 +157,11 @@ def test_audit_through_the_pipeline_and_the_cli_with_a_base(run, tmp_path, capsy
                  "--quiet", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert json.loads(out.read_text())["layers"][0]["counts"] == counts.tolist()
+    # the base model is an input too: an output over it is refused before anything is written
+    before = base.read_bytes()
+    assert main(["audit", str(lora), str(tmp_path / "hubert.npy"), "--base", str(base), "--json", str(base),
+                 "--quiet", "--device", "cpu"]) == 2
+    assert "--json is an input file" in capsys.readouterr().err and base.read_bytes() == before
 
 
 def test_a_base_without_ssl_proj_is_refused_naming_the_base(run):

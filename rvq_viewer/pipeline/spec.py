@@ -58,5 +58,9 @@ class AuditSpec:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "features", tuple(Path(p) for p in self.features))
 
+    def read_paths(self) -> list[Path]:
+        """The files and folders this audit reads as given (no output may be written over one)."""
+        return [self.checkpoint, *([self.load.base] if self.load.base is not None else []), *self.features]
+
     def replace(self, **changes) -> "AuditSpec":
         return dataclasses.replace(self, **changes)
