@@ -234,6 +234,14 @@ class MainWindow(QMainWindow):
             settings.set("last_dir", str(Path(path).parent))
             self.open(path)
 
+    def ask_open_model_folder(self) -> None:
+        """A transformers save_pretrained folder or a Hugging Face cache folder, as the checkpoint."""
+        path = QFileDialog.getExistingDirectory(self, "Open a model folder (save_pretrained or Hugging Face cache)",
+                                                settings.get("last_dir"))
+        if path:
+            settings.set("last_dir", str(Path(path).parent))
+            self.open(path)
+
     def ask_open_features(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(self, "Open feature files", settings.get("last_dir"), FEATURE_FILTER)
         if paths:

@@ -18,6 +18,8 @@ def build_menus(w) -> None:
     state = w.state
     a.menu("file", "&File")
     a.add("file.open", "Open &checkpoint…", w.ask_open_checkpoint, "file", QKeySequence.StandardKey.Open)
+    a.add("file.open_model_folder", "Open &model folder…", w.ask_open_model_folder, "file",
+          tip="a transformers save_pretrained folder or a Hugging Face cache folder (models--org--name)")
     a.add("file.open_features", "Open &features…", w.ask_open_features, "file", "Ctrl+Shift+O")
     a.add("file.open_folder", "Open feature f&older…", w.ask_open_folder, "file")
     a.add("file.open_series", "Open checkpoint &series…", w.open_series, "file",
@@ -131,7 +133,7 @@ def fill_recent(w) -> None:
             label += f" (+{len(feats) - 1})"
         act = menu.addAction(label)
         act.setToolTip("\n".join([str(ckpt), *feats]))
-        act.setEnabled(ckpt.is_file())
+        act.setEnabled(ckpt.exists())
         act.triggered.connect(lambda checked=False, c=ckpt, f=feats: w.open(c, f))
     if not entries:
         menu.addAction("(none)").setEnabled(False)

@@ -153,3 +153,25 @@ def test_main_in_a_subprocess_writes_a_screenshot(tmp_path):
                           "--timeout", "30"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.pt" in bad.stderr
+
+
+def test_a_dropped_save_pretrained_folder_is_the_checkpoint(window, qtbot, tmp_path, monkeypatch):
+    import warnings
+
+    import tqdm
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)    # no monitor thread left behind by its bars
+
+    from fixtures_transformers import frames, randomise_codebooks, small, their_codes, transformers
+    model = randomise_codebooks(transformers.EncodecModel(small("encodec")), 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(tmp_path / "encodec-small")
+    x = frames(16, n=400)
+    np.save(tmp_path / "feats.npy", x.numpy())
+    _drop(window, [tmp_path / "feats.npy", tmp_path / "encodec-small"])   # a folder of weights, not features
+    wait_views(qtbot, window)
+    assert window.session.checkpoint == tmp_path / "encodec-small"
+    assert window.session.features == [tmp_path / "feats.npy"]
+    codes = their_codes(lambda h: model.quantizer.encode(h), x)
+    for layer, counts in enumerate(window.snapshot.counts):
+        assert counts.tolist() == np.bincount(codes[layer].numpy(), minlength=64).tolist()

@@ -24,6 +24,16 @@ _SHARD_NAME = re.compile(r"^[\w.+-]+$")      # a plain file name in the folder: 
 _REVISION = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
 
+def is_model_folder(path: Path) -> bool:
+    """A folder that holds model weights (a save_pretrained or cache folder), not feature files."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if path.name == "snapshots" or (path / "snapshots").is_dir():
+        return True
+    return any((path / name).exists() or (path / (name + INDEX_SUFFIX)).exists() for name in WEIGHT_FILES)
+
+
 def snapshot_folder(path: Path) -> tuple[Path, str | None]:
     """The folder holding the weights, and a note when it was found inside a Hugging Face cache
     repository (the snapshot `refs/main` names, or its only snapshot)."""
