@@ -132,7 +132,10 @@ class CompareWindow(QMainWindow):
             act.triggered.connect(lambda checked=False, s=step: self.selection.step_layer(s))
             self.addAction(act)
         close = QAction("Close", self)
-        close.setShortcut(QKeySequence.StandardKey.Close)
+        close.setObjectName("compare-close")
+        keys = [QKeySequence("Ctrl+W")]
+        keys += [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Close) if k not in keys]
+        close.setShortcuts(keys)
         close.triggered.connect(self.close)
         self.addAction(close)
         bar.addSeparator()
@@ -367,7 +370,9 @@ class CompareWindow(QMainWindow):
                 if self.match_view.currentIndex().row() != row:
                     sel.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect
                                         | QItemSelectionModel.SelectionFlag.Rows)
-                self.match_view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+                # Only when out of sight: scrolling the row clicked away from under the pointer made the
+                # rest of the click select the row that then lay there.
+                self.match_view.scrollTo(index, QAbstractItemView.ScrollHint.EnsureVisible)
             else:
                 sel.clearSelection()
         finally:
