@@ -110,6 +110,8 @@ class MainWindow(QMainWindow):
         self.controller.progress.connect(self._progress)
         self.controller.busy_changed.connect(self._busy_changed)
         self.diagnosis.headline_changed.connect(self.docks["diagnosis"].setWindowTitle)
+        # Brought forward in a short bottom dock (a tab clicked at 1280x720), the trainer's plots get room.
+        self.docks["trainer"].visibilityChanged.connect(lambda shown: shown and self.show_trainer())
         self._restore_settings()
         self._update_actions()
 

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...analysis.compare import Comparison
 from ..state import Selection
+from ..widgets.empty import EmptyNote
 from ..widgets.common import header_label
 from ..widgets.picking import pick, view_point
 from ..widgets.usage_curve import UsageCurve, UsageSteps, decade_ticks, usage_steps
@@ -65,10 +66,12 @@ class UsagePane:
                                                                self.usage_b.draw_visible()))
         self.steps: tuple[UsageSteps, UsageSteps] | None = None
         self._mode = None
+        self.empty = EmptyNote(item, "comparing…")
         self.widget = column(self.label, self.plot)
 
     def draw(self, c: Comparison, layer: int, ranked: bool, log: bool, autorange: bool = True) -> None:
         item = self.plot.getPlotItem()
+        self.empty.hide()
         ca, cb = np.asarray(c.usage_a[layer]), np.asarray(c.usage_b[layer])
         frames_equal = c.frames_a == c.frames_b
         share = ranked or not frames_equal
@@ -169,6 +172,7 @@ class ProjectionPane(QObject):
         self.code_label.setObjectName("compare-code")
         self.code_label.setTextFormat(Qt.TextFormat.RichText)
         self.code_label.setWordWrap(True)
+        self.empty = EmptyNote(item, "comparing…")
         self.widget = column(self.label, self.plot, self.code_label)
 
     def draw(self, c: Comparison, layer: int) -> None:
@@ -178,8 +182,10 @@ class ProjectionPane(QObject):
         if p is None:
             for g in groups:
                 g.clear()
+            self.empty.show("no joint projection for this layer")
             self.label.setText("<i>No joint projection for this layer (see the notes above).</i>")
             return
+        self.empty.hide()
         ca, cb = np.asarray(c.usage_a[layer]), np.asarray(c.usage_b[layer])
         used_a = ca > 0 if ca.size == len(p.a) else np.ones(len(p.a), dtype=bool)
         used_b = cb > 0 if cb.size == len(p.b) else np.ones(len(p.b), dtype=bool)

@@ -225,6 +225,9 @@ class CompareWindow(QMainWindow):
         if self.slot.busy:
             self.slot.cancel()
             self.stage_label.setText("cancelled")
+            if self.outcome is None:
+                for pane in (self.usage, self.projection):
+                    pane.empty.show("no comparison: cancelled")
             self.statusBar().showMessage("Comparison cancelled." + (" The previous one is still shown."
                                                                     if self.outcome else ""), 8000)
 
@@ -267,6 +270,9 @@ class CompareWindow(QMainWindow):
     def _failed(self, exc: Exception) -> None:
         text = error_text(exc)
         self.stage_label.setText("failed")
+        if self.outcome is None:                    # the previous comparison, if any, stays drawn
+            for pane in (self.usage, self.projection):
+                pane.empty.show("no comparison: it failed (see above)")
         self.banner.show_message(text, "error")
         self.statusBar().showMessage("Comparison failed", 8000)
         self.failed.emit(text)

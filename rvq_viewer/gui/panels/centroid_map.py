@@ -25,6 +25,7 @@ from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELEC
                               export_plot_png, layer_color, reset_button, steady_axis)
 from ..widgets.scatter import UniformScatter
 from ..workers import JobSlot
+from ..widgets.empty import EmptyNote
 from .map_overlay import OverlayPath
 from .map_pointer import HOVER_RADIUS_PX, BoxSelectViewBox, MapPointer, set_positions
 
@@ -97,6 +98,8 @@ class CentroidMapView(Panel):
         self.set_marks = pg.ScatterPlotItem(size=11, symbol="s", pen=pg.mkPen(SELECT_COLOR, width=1.5), brush=None)
         self.set_marks.setZValue(18)
         self.plot.addItem(self.set_marks, ignoreBounds=True)
+        self.empty = EmptyNote(self.plot, "no checkpoint open")
+        self.colorbar.hide()
         self.overlay = OverlayPath(self.plot)
         state.overlay_changed.connect(lambda overlay: self.overlay.draw(overlay, self.geometry))
         # Below the plot, in a row of its own: inside it would hide points.
@@ -215,10 +218,14 @@ class CentroidMapView(Panel):
 
     def _job_failed(self, exc: Exception) -> None:
         self._notes[tuple(self._layers())] = f"map failed: {exc}"
+        if self.geometry is None:
+            self.empty.show("no map: its computation failed (see above)")
         self._show_status()
 
     # --- drawing ----------------------------------------------------------------------------------------
     def _clear_points(self) -> None:
+        self.empty.show("no checkpoint open" if self.session is None else "computing the map…")
+        self.colorbar.hide()
         for item in self._items:
             item.setData([], [])
         self.legend.clear()
@@ -231,6 +238,7 @@ class CentroidMapView(Panel):
         first = self.geometry is None or self.geometry.key[0] != geometry.key[0] or \
             self.geometry.method != geometry.method
         self.geometry = geometry
+        self.empty.hide()
         if first:
             self.pointer.forget()
         self.state.set_map(geometry)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from ...app.session import Session, Snapshot
 from ..state import AppState
@@ -21,6 +22,7 @@ from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, exp
                               reset_button, steady_axis)
 
 LINE = "#3B75AF"
+ONE_LINE_PX = 110            # width per stage below which a bar's label takes two lines
 REFERENCE = "#9E9E9E"
 
 
@@ -107,12 +109,19 @@ class ResidualsView(Panel):
         self.snr_plot.addItem(self.selected_bar)
         self.empty = [EmptyNote(self.norm_plot, "no checkpoint open"), EmptyNote(self.snr_plot, "")]
         self.reset_button = reset_button(self.reset_view, "residuals")
-        self.lay_out([self.reset_button], self.header, self.canvas)
+        # The button beside the header, not in a row of its own: this dock is short on a small screen.
+        top = QWidget()
+        row = QHBoxLayout(top)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.header, 1)
+        row.addWidget(self.reset_button, 0, Qt.AlignmentFlag.AlignTop)
+        self.lay_out([], top, self.canvas)
         selection.layer_changed.connect(lambda _: self._show_selected())
         self.canvas.scene().sigMouseClicked.connect(self._clicked)
         self._snr_top = 1.0
         self._applied: dict = {}
-        self.snr_plot.getViewBox().sigResized.connect(lambda *_: self._fit_snr_range())
+        self._two_lines = False
+        self.snr_plot.getViewBox().sigResized.connect(lambda *_: self._resized())
         self._show_header()
 
     def set_session(self, session: Session | None) -> None:
@@ -174,6 +183,10 @@ class ResidualsView(Panel):
         stages = x[1:]
         self.bars.setOpts(x=stages, height=np.nan_to_num(snr, nan=0.0), width=0.6)
         top = float(np.nanmax(snr)) if np.isfinite(snr).any() else 1.0
+        two_lines = self._narrow()
+        if two_lines != self._two_lines:
+            self._two_lines = two_lines
+            self._applied.pop("snr", None)
         previous = 0.0
         used = 0
         for stage, value, rel in zip(stages, snr, s["rel"]):
@@ -183,8 +196,8 @@ class ResidualsView(Panel):
             above = self._label(used, "#222222", (0.5, 1.0))
             inside = self._label(used + 1, "#FFFFFF", (0.5, 0.0))
             used += 2
-            _set_text(above, f"{value:.1f} dB ({gain:+.1f})")
-            _set_text(inside, f"err {rel:.3f}")
+            _set_text(above, f"{value:.1f} dB\n({gain:+.1f})" if self._two_lines else f"{value:.1f} dB ({gain:+.1f})")
+            _set_text(inside, f"{rel:.3f}" if self._two_lines else f"err {rel:.3f}")
             above.setPos(float(stage), float(value))
             inside.setPos(float(stage), float(value))
             previous = value
@@ -218,10 +231,22 @@ class ResidualsView(Panel):
         if self._drawn:
             self._redraw()
 
+    def _narrow(self) -> bool:
+        """Too little width per stage for a one-line label ("12.0 dB (+1.5)") beside its neighbours'."""
+        stages = max(1, len(self.snapshot.result.layers)) if self.snapshot is not None else 1
+        return self.snr_plot.getViewBox().width() / (stages + 1) < ONE_LINE_PX
+
+    def _resized(self) -> None:
+        if self._drawn and self._narrow() != self._two_lines:
+            self._redraw()
+        else:
+            self._fit_snr_range()
+
     def _fit_snr_range(self) -> None:
-        # Room above the tallest bar for its one-line label (~20 px), whatever the plot's height.
+        # Room above the tallest bar for its label (~20 px a line), whatever the plot's height.
         height = self.snr_plot.getViewBox().height()
-        frac = min(0.5, 22.0 / height) if height > 40 else 0.3
+        room = 40.0 if self._two_lines else 22.0
+        frac = min(0.5, room / height) if height > 40 else 0.3
         self.snr_plot.setYRange(0, self._snr_top / (1.0 - frac), padding=0)
 
     def _show_header(self) -> None:
@@ -230,7 +255,8 @@ class ResidualsView(Panel):
             return
         layers = self.snapshot.result.layers
         snr = [layer.snr_db for layer in layers]
-        text = "‖residual‖ after k stages (band p5–p95) · SNR with the first k stages (gain of stage k)"
+        text = "‖residual‖ after k stages (band p5–p95) · SNR with the first k stages (gain of stage k)" + \
+            (", relative error in the bar" if self._two_lines else "")
         if len(snr) >= 2 and all(v is not None and math.isfinite(v) for v in snr):
             gains = np.diff([0.0] + snr)
             last = float(gains[-1])

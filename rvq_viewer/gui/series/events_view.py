@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ...analysis.series import EVENT_KINDS, died_at_mapping
 from ...app.series_jobs import SeriesResult, series_job
 from ...pipeline import AuditSpec, SeriesProgress
-from .. import settings
 from ..controller import error_text
 from ..panels.map_overlay import OverlayPath
 from ..state import AppState, MapOverlay
@@ -37,6 +36,8 @@ from ..workers import JobSlot
 from .marks import KIND_COLORS, KIND_MARKS, KIND_SYMBOLS, KIND_TIPS, lane_y
 from .strips import HeatStrips
 from .texts import LIST_MAX, header_text, history_text, mark_text
+from ..widgets.empty import EmptyNote
+from .open_dialog import ask_series
 from .side import EventSide
 
 INDIVIDUAL_MAX = 20_000           # more events than this: one mark per (step, layer, kind)
@@ -115,6 +116,7 @@ class EventsView(QWidget):
         self.plot.getAxis("left").setWidth(74)
         self.strips = HeatStrips(self.canvas, self.plot)
         self.plot.setLabel("left", "layer")
+        self.empty = EmptyNote(self.plot, "no checkpoint series open")
         self.plot.showGrid(x=True, y=False, alpha=0.2)
         self.canvas.ci.layout.setRowStretchFactor(0, 3)
         self.scatters = []
@@ -194,25 +196,14 @@ class EventsView(QWidget):
         reset_plots(self.trajectory)
 
     # --- opening -------------------------------------------------------------------------------------------
-    def _start_dir(self) -> str:
-        return settings.get("last_dir") or ""
-
-    def _remember_dir(self, path: str) -> None:
-        settings.set("last_dir", path)
-
     def ask_open_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a folder of checkpoints of one quantizer",
-                                                self._start_dir())
-        if path:
-            self._remember_dir(path)
-            self.open_series([path])
+        paths = ask_series(self, folder=True)
+        if paths:
+            self.open_series(paths)
 
     def ask_open_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints of one quantizer", self._start_dir(),
-                                                "Checkpoints (*.pt *.pth *.ckpt *.th *.bin *.safetensors);;"
-                                                "All files (*)")
+        paths = ask_series(self, folder=False)
         if paths:
-            self._remember_dir(str(Path(paths[0]).parent))
             self.open_series(paths)
 
     def open_series(self, paths, features=None) -> None:
@@ -260,6 +251,7 @@ class EventsView(QWidget):
         self.result = result
         self.selected = None
         self._agg = result.events.aggregate()
+        self.empty.hide()
         self._draw_marks()
         self.strips.draw(result)
         self._link()

@@ -9,6 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...analysis.series import EVENT_KINDS
+from ..widgets.empty import EmptyNote
 from ..widgets.common import SELECT_COLOR
 from .marks import KIND_COLORS, KIND_SYMBOLS
 
@@ -36,6 +37,7 @@ class TrajectoryPane(QWidget):
         self.labels: list[pg.TextItem] = []
         for item in (self.context, self.line, self.events):
             tp.addItem(item)
+        self.empty = EmptyNote(tp, "click an event or a code for its path")
         self.note = QLabel("")
         self.note.setWordWrap(True)
         self.note.setStyleSheet("color:#555")
@@ -55,11 +57,13 @@ class TrajectoryPane(QWidget):
             self.line.setData([], [])
             self.events.setData([], [])
             self.context.setData([], [])
+            self.empty.show()
             self.set_note("")
             return
         layer, code = selected
         if not (0 <= layer < r.n_q and 0 <= code < r.codebook_sizes[layer]):
             return
+        self.empty.hide()
         proj = r.union_projection(layer)
         path = r.trajectory(layer, code)
         xy = proj.transform(path).astype(np.float64)

@@ -29,7 +29,7 @@ from ...training import RunHistory, StepBatch, TrainControl, TrainStatus, loaded
 from .. import settings
 from ..controller import error_text
 from ..state import AppState
-from ..widgets.common import DEAD_COLOR, header_label, reset_button, reset_plots
+from ..widgets.common import DEAD_COLOR, MIN_PLOT_HEIGHT, header_label, reset_button, reset_plots
 from ..workers import JobSlot
 from .form import TrainerForm
 from .plots import TrainerPlots
@@ -98,6 +98,9 @@ class TrainerPanel(QWidget):
         legend_row.addWidget(reset_button(self.reset_view, "trainer"))
         right_layout.addLayout(legend_row)
         plots_and_runs = QSplitter(Qt.Orientation.Vertical)
+        plots_and_runs.setChildrenCollapsible(False)
+        self.plots.canvas.setMinimumHeight(2 * (MIN_PLOT_HEIGHT - 30))   # two rows of plots, readable
+        self.runs_table.setMinimumHeight(60)
         plots_and_runs.addWidget(self.plots.canvas)
         plots_and_runs.addWidget(self.runs_table)
         plots_and_runs.setStretchFactor(0, 4)
