@@ -57,8 +57,9 @@ def preload() -> None:
     torch.zeros(1)
 
 
-def create_application(argv: list[str] | None = None):
-    """The QApplication (reused if one exists), styled, with the binding work-around installed."""
+def create_application(argv: list[str] | None = None, theme_choice: str | None = None):
+    """The QApplication (reused if one exists), styled (`theme_choice`, default: the saved one), with
+    the binding work-around installed."""
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
@@ -75,9 +76,8 @@ def create_application(argv: list[str] | None = None):
     icon = resources_dir() / "rvq-viewer.svg"
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
-    qss = resources_dir() / "style.qss"
-    if qss.is_file():
-        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+    from . import settings, theme
+    theme.apply(app, theme_choice or settings.get("theme"))
     return app
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout,
                                QWidget)
 
 from ..version import __version__
-from . import settings
+from . import settings, theme, unsaved, window_settings
 from .actions import Actions
 from .compare import CompareController
 from .controller import AuditController
@@ -378,6 +378,21 @@ class MainWindow(QMainWindow):
             dock.raise_()
         self.statusBar().showMessage(f"Evidence: {label}", 5000)
 
+    def set_theme(self, choice: str) -> None:
+        """Light, dark or the desktop's: the window and the plots already drawn restyle at once."""
+        from PySide6.QtWidgets import QApplication
+        old = theme.current()
+        new = theme.apply(QApplication.instance(), choice)
+        settings.set("theme", choice)
+        for act in self.theme_group.actions():
+            act.setChecked(act.data() == choice)
+        theme.restyle([self], old, new)          # the compare window is a child: restyled with it
+        for view in self.views:                     # texts with the theme's colours in them
+            if hasattr(view, "_show_header"):
+                view._show_header()
+        if self.state.snapshot is not None:
+            self.state.set_snapshot(self.state.snapshot)
+
     def focus_goto(self) -> None:
         self.goto_box.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self.goto_box.selectAll()
@@ -432,33 +447,10 @@ class MainWindow(QMainWindow):
 
     # --- settings ------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
-        self.histogram.log_box.setChecked(settings.get("histogram/log"))
-        self.histogram.sorted_box.setChecked(settings.get("histogram/sorted"))
-        self.map.set_all_layers(settings.get("map/all_layers"))
-        self.dead_codes.set_filter(settings.get("dead/filter"))
-        if self.map.umap_box.isEnabled():
-            self.map.umap_box.setChecked(settings.get("map/umap"))
-        self.set_device(settings.get("device"))
-        self.state.set_device(self.device)
-        for act in self.device_group.actions():
-            act.setChecked(act.text() == self.device)
-        geometry = settings.get("window/geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        state = settings.get("window/state")
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+        window_settings.restore(self)
 
     def save_settings(self) -> None:
-        settings.set("window/geometry", self.saveGeometry())
-        settings.set("window/state", self.saveState())
-        settings.set("histogram/log", self.histogram.log_box.isChecked())
-        settings.set("histogram/sorted", self.histogram.sorted_box.isChecked())
-        settings.set("map/all_layers", self.map.all_layers)
-        settings.set("dead/filter", self.dead_codes.filter)
-        if self.map.umap_box.isEnabled():
-            settings.set("map/umap", self.map.umap_box.isChecked())
-        settings.sync()
+        window_settings.save(self)
 
     def about(self) -> None:
         QMessageBox.about(self, "About rvq-viewer",
@@ -487,32 +479,10 @@ class MainWindow(QMainWindow):
 
     def confirm_close(self) -> bool:
         """True to go on closing: nothing unsaved, or the user chose to discard it."""
-        unsaved = self.trainer_panel.unsaved_runs()
-        if not unsaved:
-            return True
-        answer = self._ask_unsaved(unsaved)
-        if answer == "save":
-            self.show_trainer()
-            self.trainer_panel.set_compare(unsaved[-1], None)
-            self.trainer_panel.ask_save()
-            self.statusBar().showMessage("Quit again once the run is saved.", 8000)
-        return answer == "discard"
+        return unsaved.confirm_close(self)
 
-    def _ask_unsaved(self, unsaved) -> str:
-        names = ", ".join(f"{run.name} (step {run.last_step:,})" for run in unsaved[:3])
-        more = f" and {len(unsaved) - 3} more" if len(unsaved) > 3 else ""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Unsaved trainer runs",
-                          f"The what-if trainer has {len(unsaved)} unsaved run{'s' if len(unsaved) > 1 else ''}: "
-                          f"{names}{more}.", parent=self)
-        box.setObjectName("unsaved-dialog")
-        box.setInformativeText("Their trained codebooks go when the window closes.")
-        save = box.addButton("Save…", QMessageBox.ButtonRole.AcceptRole)
-        discard = box.addButton("Quit without saving", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(save)
-        box.exec()
-        clicked = box.clickedButton()
-        return "save" if clicked is save else "discard" if clicked is discard else "cancel"
+    def _ask_unsaved(self, runs) -> str:
+        return unsaved.ask(self, runs)
 
     def closeEvent(self, event):  # noqa: N802
         if not self._closing and not self.confirm_close():

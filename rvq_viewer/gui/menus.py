@@ -78,6 +78,16 @@ def build_menus(w) -> None:
     for dock in w.docks.values():
         a.menu("view").addAction(dock.toggleViewAction())
     a.add("view.reset_layout", "Reset &layout", w.reset_layout, "view")
+    themes = a.menu("view.theme", "&Theme", "view")
+    w.theme_group = QActionGroup(w)
+    for choice, text in (("system", "Follow the &desktop"), ("light", "&Light"), ("dark", "&Dark")):
+        act = QAction(text, w, checkable=True)
+        act.setObjectName(f"action-view.theme.{choice}")
+        act.setData(choice)
+        act.setChecked(settings.get("theme") == choice)
+        act.triggered.connect(lambda checked=False, c=choice: w.set_theme(c))
+        w.theme_group.addAction(act)
+        themes.addAction(act)
 
     a.menu("audit", "&Audit")
     a.add("audit.rerun", "&Re-run", w.controller.start_audit, "audit", "F5")

@@ -36,7 +36,7 @@ def _where() -> str:
 def _app_setup(qapp):
     """The same application set-up as `rvq-viewer` (style, pyqtgraph options, binding work-around)."""
     from rvq_viewer.gui.app import create_application
-    create_application()
+    create_application(theme_choice="light")      # not the user's saved theme: that would read their settings
     return qapp
 
 

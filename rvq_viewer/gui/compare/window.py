@@ -36,6 +36,7 @@ from .dialog import CompareDialog
 from .match_model import MatchModel
 from .palette import tag
 from .panes import ProjectionPane, UsagePane, column
+from ..theme import current, muted
 
 HTML_FILTER = "HTML (*.html *.htm)"
 
@@ -306,9 +307,9 @@ class CompareWindow(QMainWindow):
                  f"{tag('A', html.escape(c.label_a))} · {c.frames_a:,} frames · {verdict(o.a)}",
                  f"{tag('B', html.escape(c.label_b))} · {c.frames_b:,} frames · {verdict(o.b)}"]
         for note in c.notes:
-            lines.append(f"<span style='color:#8a5a00'>note: {html.escape(note)}</span>")
+            lines.append(f"<span style='color:{current().note}'>note: {html.escape(note)}</span>")
         if self.slot.busy:
-            lines.append("<span style='color:#555'>(a new comparison is running)</span>")
+            lines.append(f"<span style='color:{muted()}'>(a new comparison is running)</span>")
         self.header.setText("<br>".join(lines))
 
     # --- per layer ------------------------------------------------------------------------------------------

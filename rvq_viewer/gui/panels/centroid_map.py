@@ -22,12 +22,13 @@ from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
 from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, USAGE_COLORMAP, elastic_label,
-                              export_plot_png, layer_color, reset_button, steady_axis)
+                              export_plot_png, layer_color, mark_muted, reset_button, steady_axis)
 from ..widgets.scatter import UniformScatter
 from ..workers import JobSlot
 from ..widgets.empty import EmptyNote
 from .map_overlay import OverlayPath
 from .map_pointer import HOVER_RADIUS_PX, BoxSelectViewBox, MapPointer, set_positions
+from ..theme import ink
 
 USAGE_LEVELS = 16
 RECOLOR_INTERVAL_BIG = 1.0     # s between recolours while an audit streams, for > 16k points
@@ -70,7 +71,7 @@ class CentroidMapView(Panel):
         self.umap_box.setEnabled(umap_service is not None)
         self.status = elastic_label()
         self.status.setObjectName("map-status")
-        self.status.setStyleSheet("color:#555")
+        mark_muted(self.status)
         self.hover_label = elastic_label(" ")
         self.hover_label.setObjectName("map-hover")
 
@@ -103,7 +104,7 @@ class CentroidMapView(Panel):
         self.overlay = OverlayPath(self.plot)
         state.overlay_changed.connect(lambda overlay: self.overlay.draw(overlay, self.geometry))
         # Below the plot, in a row of its own: inside it would hide points.
-        self.legend = pg.LegendItem(colCount=6, labelTextColor="#222222", labelTextSize="8pt", frame=False)
+        self.legend = pg.LegendItem(colCount=6, labelTextColor=ink(), labelTextSize="8pt", frame=False)
         self.canvas.addItem(self.legend, row=1, col=0)
         self._legend_key = None
 

@@ -21,6 +21,7 @@ from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELEC
 from ..widgets.empty import EmptyNote
 from ..widgets.picking import view_point
 from ..widgets.usage_curve import UsageCurve, decade_ticks, usage_steps
+from ..theme import muted
 
 BAR_COLOR = "#3B75AF"
 UNIFORM_COLOR = "#2E7D32"
@@ -235,7 +236,7 @@ class HistogramView(Panel):
             text += (f"<br><span style='color:{SELECT_COLOR}'>■</span> code <b>{code}</b>: {count:,} uses "
                      f"({count / total:.2%}), rank {int(self.steps.rank[code]) + 1:,}{extra}")
         else:       # the second line names the marks until a code is selected (a label would sit on bars)
-            text += (f"<br><span style='color:#555'><span style='color:{UNIFORM_COLOR}'>- - -</span> the uniform "
+            text += (f"<br><span style='color:{muted()}'><span style='color:{UNIFORM_COLOR}'>- - -</span> the uniform "
                      f"share · <span style='color:{DEAD_COLOR}'>▁</span> unused codes · click a bar for its code"
                      "</span>")
         self.header.setText(text)

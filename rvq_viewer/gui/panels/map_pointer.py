@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QGraphicsRectItem
 
 from ..widgets.common import SELECT_COLOR
 from ..widgets.picking import KdPicker, view_point
+from ..theme import ink, paper_brush
 
 HOVER_RADIUS_PX = 8
 BOX_PEN = pg.mkPen(SELECT_COLOR, width=1, style=Qt.PenStyle.DashLine)
@@ -69,9 +70,9 @@ class MapPointer:
         plot = view.plot
         self.label = hover_label
         self.index = -1
-        self.ring = pg.ScatterPlotItem(size=13, pen=pg.mkPen("#222222", width=1.5), brush=None)
+        self.ring = pg.ScatterPlotItem(size=13, pen=pg.mkPen(ink(), width=1.5), brush=None)
         self.ring.setZValue(19)
-        self.note = pg.TextItem(color="#111111", fill=pg.mkBrush(255, 255, 255, 225),
+        self.note = pg.TextItem(color=ink(), fill=paper_brush(225),
                                 border=pg.mkPen("#999999"), anchor=(0, 1))
         self.note.setZValue(30)
         for thing in (self.ring, self.note):

@@ -15,6 +15,7 @@ from ..state import AppState
 from .base import Panel
 from ...app.tables import OVERVIEW_HEADER, overview_rows, write_csv
 from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, MIN_TABLE_HEIGHT, header_label
+from ..theme import current, health_colors, muted
 
 COLUMNS = ["Layer", "Used / K", "Util.", "Perplexity", "Entropy", "Dead", "EMA-dead", "Resid.", "Rel. err",
            "SNR dB", "Health"]
@@ -92,8 +93,9 @@ class OverviewView(Panel):
                 if item.text() != text:
                     item.setText(text)
             mark = self.table.item(row, len(values) - 1)
-            mark.setForeground(QBrush(QColor(HEALTH_COLORS[health.level])))
-            mark.setBackground(QBrush(QColor(HEALTH_BACKGROUNDS[health.level])))
+            fg, bg = health_colors(health.level, (HEALTH_COLORS[health.level], HEALTH_BACKGROUNDS[health.level]))
+            mark.setForeground(QBrush(QColor(fg)))
+            mark.setBackground(QBrush(QColor(bg)))
             mark.setToolTip(health.reason)
         self.table.blockSignals(False)
         self._select_row(self.selection.layer)
@@ -120,14 +122,14 @@ class OverviewView(Panel):
         self.info.setToolTip("Dead: never used on these features. EMA-dead: " + (
             f"{rule} in the checkpoint." if rule else "– (the checkpoint has no EMA statistics).")
             + "\nPer-layer verdicts: hover the Health column.")
-        notes = [f"<span style='color:#8a5a00'>note: {html.escape(note)}</span>" for note in s.quantizer.notes]
+        notes = [f"<span style='color:{current().note}'>note: {html.escape(note)}</span>" for note in s.quantizer.notes]
         if snap is not None and snap.final and snap.verdicts:
             whole = [v for v in snap.verdicts if v.layer is None and severity_rank(v.severity) >= 1]
             for v in whole[:2]:
                 color = HEALTH_COLORS.get({"collapse": "bad", "warning": "warn"}.get(v.severity, "ok"))
                 notes.append(f"<span style='color:{color}'>[{v.severity}] {html.escape(v.title)}</span>")
         elif snap is not None and snap.diagnosis_error:
-            notes.append(f"<span style='color:#555'>{html.escape(snap.diagnosis_error)}</span>")
+            notes.append(f"<span style='color:{muted()}'>{html.escape(snap.diagnosis_error)}</span>")
         if notes:
             lines.append(" · ".join(notes))
         self.info.setText("<br>".join(lines))

@@ -20,6 +20,7 @@ from .base import Panel
 from ..widgets.empty import EmptyNote
 from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_plot_png, header_label,
                               reset_button, steady_axis)
+from ..theme import ink
 
 LINE = "#3B75AF"
 ONE_LINE_PX = 110            # width per stage below which a bar's label takes two lines
@@ -79,7 +80,7 @@ class ResidualsView(Panel):
         for plot in (self.norm_plot, self.snr_plot):
             steady_axis(plot.getAxis("left"))
         # A row of its own above the plots: inside one it covers the curve.
-        self.legend = pg.LegendItem(colCount=3, labelTextColor="#222222", labelTextSize="8pt", frame=False)
+        self.legend = pg.LegendItem(colCount=3, labelTextColor=ink(), labelTextSize="8pt", frame=False)
         self.canvas.addItem(self.legend, row=0, col=0)
         self.band_lo = pg.PlotCurveItem(pen=None)
         self.band_hi = pg.PlotCurveItem(pen=None)
@@ -193,7 +194,7 @@ class ResidualsView(Panel):
             if not math.isfinite(value):
                 continue
             gain = value - previous
-            above = self._label(used, "#222222", (0.5, 1.0))
+            above = self._label(used, ink(), (0.5, 1.0))
             inside = self._label(used + 1, "#FFFFFF", (0.5, 0.0))
             used += 2
             _set_text(above, f"{value:.1f} dB\n({gain:+.1f})" if self._two_lines else f"{value:.1f} dB ({gain:+.1f})")

@@ -39,6 +39,7 @@ from .texts import LIST_MAX, header_text, history_text, mark_text
 from ..widgets.empty import EmptyNote
 from .open_dialog import ask_series
 from .side import EventSide
+from ..theme import ink
 
 INDIVIDUAL_MAX = 20_000           # more events than this: one mark per (step, layer, kind)
 HIT_PX = 9
@@ -128,7 +129,7 @@ class EventsView(QWidget):
         self.highlight = pg.ScatterPlotItem(size=15, pen=pg.mkPen(SELECT_COLOR, width=2.5), brush=None, pxMode=True)
         self.highlight.setZValue(20)
         self.plot.addItem(self.highlight)
-        self.mark_ring = pg.ScatterPlotItem(size=18, pen=pg.mkPen("#222222", width=1.5), brush=None,
+        self.mark_ring = pg.ScatterPlotItem(size=18, pen=pg.mkPen(ink(), width=1.5), brush=None,
                                             symbol="s", pxMode=True)
         self.mark_ring.setZValue(19)
         self.plot.addItem(self.mark_ring)

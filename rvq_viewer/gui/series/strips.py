@@ -11,6 +11,7 @@ from PySide6.QtCore import QRectF
 
 from ..widgets.empty import EmptyNote
 from .marks import uniform_columns
+from ..theme import muted
 
 STRIPS = (("dead", "EMA-dead", "inferno", "EMA-dead codes"), ("perp", "perplexity", "viridis",
                                                                "perplexity on the features"))
@@ -45,7 +46,7 @@ class HeatStrips:
         self.dead_image, self.perp_image = self.images
         self.perp_plot.getAxis("bottom").setStyle(showValues=True)
         self.perp_plot.setLabel("bottom", "training step")
-        self.perp_note = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
+        self.perp_note = pg.TextItem("", color=muted(), anchor=(0.5, 0.5))
         self.perp_plot.addItem(self.perp_note, ignoreBounds=True)
         self.empty = [EmptyNote(plot, "") for plot in self.plots]     # axes only once there is a series
         for bar in self.bars:

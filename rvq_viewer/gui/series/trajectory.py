@@ -10,8 +10,9 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...analysis.series import EVENT_KINDS
 from ..widgets.empty import EmptyNote
-from ..widgets.common import SELECT_COLOR
+from ..widgets.common import SELECT_COLOR, mark_muted
 from .marks import KIND_COLORS, KIND_SYMBOLS
+from ..theme import ink
 
 CONTEXT_MAX = 20_000       # grey codes drawn for context at most
 
@@ -40,7 +41,7 @@ class TrajectoryPane(QWidget):
         self.empty = EmptyNote(tp, "click an event or a code for its path")
         self.note = QLabel("")
         self.note.setWordWrap(True)
-        self.note.setStyleSheet("color:#555")
+        mark_muted(self.note)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.setSpacing(2)
@@ -85,7 +86,7 @@ class TrajectoryPane(QWidget):
         self.events.setData(spots)
         leftward = xy[-1, 0] < xy[0, 0]          # put each end's step label on its outer side
         for i, anchor in ((0, (0, 0) if leftward else (1, 0)), (len(r.steps) - 1, (1, 1) if leftward else (0, 1))):
-            label = pg.TextItem(f"{r.steps[i]:,}", color="#222222", anchor=anchor)
+            label = pg.TextItem(f"{r.steps[i]:,}", color=ink(), anchor=anchor)
             label.setPos(xy[i, 0], xy[i, 1])
             tp.addItem(label, ignoreBounds=True)
             self.labels.append(label)

@@ -10,7 +10,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel
 
 from ...training import RunHistory
-from ..widgets.common import export_plot_png, layer_color
+from ..widgets.common import export_plot_png, layer_color, mark_muted
 from ..widgets.empty import EmptyNote
 from ..widgets.picking import view_point
 
@@ -60,7 +60,7 @@ class TrainerPlots:
         self.curves: dict[tuple[str, str, int], pg.PlotDataItem] = {}
         self.hover = QLabel(" ")
         self.hover.setObjectName("trainer-hover")
-        self.hover.setStyleSheet("color:#444")
+        mark_muted(self.hover)
         self._drawn: dict = {}
         self.raster_layer = 0
         self.run_a: RunHistory | None = None

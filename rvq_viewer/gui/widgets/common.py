@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication, QFrame, QLabel, QSizePolicy, QToolBu
 
 from ...app.tables import write_csv  # noqa: F401  (the panels' CSV exports)
 from ...io import atomic_path
+from .. import theme
 
 # Layer colours (Okabe-Ito, colour-blind safe), cycled beyond eight layers.
 LAYER_COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -47,6 +48,11 @@ def reserve_lines(label: QLabel, lines: int) -> None:
     """Make `label` at least `lines` lines of its font tall (it may still grow past that)."""
     margins = label.contentsMargins()
     label.setMinimumHeight(lines * label.fontMetrics().lineSpacing() + margins.top() + margins.bottom() + 2)
+
+
+def mark_muted(widget) -> None:
+    """Secondary text, in the theme's muted colour (the style sheet's `*[muted="true"]` rule)."""
+    widget.setProperty("muted", True)
 
 
 def elastic_label(text: str = "") -> QLabel:
@@ -101,7 +107,7 @@ def export_plot_png(view, path: str | Path, title: str = "", min_width: int = 12
     scale = max(2, math.ceil(min_width / max(1, view.width())))
     pixmap = QPixmap(view.size() * scale)
     pixmap.setDevicePixelRatio(scale)
-    pixmap.fill(QColor("white"))
+    pixmap.fill(QColor(theme.current().paper))
     QWidget.render(view, pixmap)          # a QGraphicsView's own render() draws the scene, not the widget
     image = pixmap.toImage()
     image.setDevicePixelRatio(1)
@@ -118,11 +124,11 @@ def titled(image: QImage, title: str, scale: float = 1.0) -> QImage:
     font.setPixelSize(max(12, round(QFontMetrics(font).height() * 0.95 * scale)))
     band = int(font.pixelSize() * 2.2)
     out = QImage(image.width(), image.height() + band, QImage.Format.Format_ARGB32)
-    out.fill(QColor("white"))
+    out.fill(QColor(theme.current().paper))
     painter = QPainter(out)
     painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
     painter.setFont(font)
-    painter.setPen(QColor("#222222"))
+    painter.setPen(QColor(theme.ink()))
     margin = font.pixelSize()
     text = QFontMetrics(font).elidedText(title, Qt.TextElideMode.ElideRight, image.width() - 2 * margin)
     painter.drawText(margin, 0, image.width() - 2 * margin, band, int(Qt.AlignmentFlag.AlignVCenter), text)
@@ -132,4 +138,5 @@ def titled(image: QImage, title: str, scale: float = 1.0) -> QImage:
 
 
 def configure_pyqtgraph() -> None:
-    pg.setConfigOptions(background="w", foreground="#222222", antialias=True, useOpenGL=False)
+    """Options for every plot; the colours are the theme's (gui/theme.py sets them)."""
+    pg.setConfigOptions(antialias=True, useOpenGL=False)

@@ -2,6 +2,7 @@
 ranges."""
 
 from __future__ import annotations
+from ..theme import muted
 
 import pyqtgraph as pg
 
@@ -12,7 +13,7 @@ class EmptyNote:
     def __init__(self, plot: pg.PlotItem, text: str):
         self.plot = plot
         self.text = text
-        self.item = pg.TextItem(text, color="#666666", anchor=(0.5, 0.5))
+        self.item = pg.TextItem(text, color=muted(), anchor=(0.5, 0.5))
         self.item.setZValue(100)
         plot.addItem(self.item, ignoreBounds=True)
         self.axes = [name for name in ("left", "bottom", "right", "top") if plot.getAxis(name).isVisible()]
