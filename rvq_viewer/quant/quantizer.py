@@ -215,6 +215,8 @@ class Quantizer:
         return self.dead_code_rule.dead_mask(self.cluster_size[layer]).nonzero().flatten()
 
     def summary(self) -> dict:
-        return {"format": self.format, "n_q": self.n_q, "codebook_size": self.codebook_size,
+        return {"format": self.format, "family": self.family.name, "n_q": self.n_q, "codebook_size": self.codebook_size,
                 "dim": self.dim, "codebook_dim": int(self.codebooks[0].shape[1]),
-                "ema_statistics": self.has_ema, "dead_code_rule": self.dead_code_rule.describe()}
+                "ema_statistics": self.has_ema,
+                "dead_code_rule": self.dead_code_rule.describe() if self.has_ema or self.family.learned
+                else f"none: an implicit grid keeps no EMA statistics (see {self.family.unused})"}
