@@ -91,10 +91,11 @@ def level_indices(z: torch.Tensor, levels: torch.Tensor, rule: FSQRule, stage_sc
     return torch.minimum(level.clamp(min=0).long(), (levels - 1).long())
 
 
-def level_values(level: torch.Tensor, levels: torch.Tensor, rule: FSQRule, stage_scale: float = 1.0) -> torch.Tensor:
+def level_values(level: torch.Tensor, levels: torch.Tensor, rule: FSQRule, stage_scale: float = 1.0,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The value a stage outputs for level indices [..., d] (before the residual stage scale), computed
     as the sources compute it."""
-    level = level.float()
+    level = level.to(dtype)
     if rule.kind == "tanh":
         half_width = levels // 2
         return (level - half_width) / half_width
@@ -107,16 +108,17 @@ def level_values(level: torch.Tensor, levels: torch.Tensor, rule: FSQRule, stage
 
 
 def stage_table(levels: list[int], rule: FSQRule, scale: torch.Tensor | float | None = None,
-                rotation: torch.Tensor | None = None) -> torch.Tensor:
+                rotation: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Every cell's output [prod(levels), d] for one stage: what the residual loses when it takes it."""
     lv = torch.tensor(levels, dtype=torch.int32)
     dithered = rule.kind == "dithered"
-    values = level_values(level_grid(levels), lv, rule, float(scale) if dithered and scale is not None else 1.0)
+    values = level_values(level_grid(levels), lv, rule, float(scale) if dithered and scale is not None else 1.0,
+                          dtype)
     if rotation is not None:
         values = values @ rotation.t()
     if scale is not None and not dithered:
         values = values * scale
-    return values.float()
+    return values.to(dtype)
 
 
 def isometric_view(table: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -133,7 +135,8 @@ class FSQQuantizer(Quantizer):
     `projections[g]` is group g's `project_in` (weight, bias) or None; `out_projections[g]` its
     `project_out` (used only to place cells on the map); `rotations[i]` stage i's `orthogonal_rot`;
     `pre` what happens to the projected input before stage 0: "none", "soft_clamp" (ResidualFSQ:
-    tanh(x/c)*c), "bound" (X-Codec2 bounds once before the FSQ bounds again) or "tanh" (Stable Codec). `divide` says the stage scale divides the stage's input
+    tanh(x/c)*c), "bound" (X-Codec2 bounds once before the FSQ bounds again) or "tanh" (Stable Codec,
+    whose posthoc bottleneck then runs in float64: `dtype`; the stored tables stay float32 for the views). `divide` says the stage scale divides the stage's input
     (ResidualFSQ) rather than entering the rule (dithered). `heads` slots per group (num_codebooks)."""
 
     plain_residual = False
@@ -142,7 +145,7 @@ class FSQQuantizer(Quantizer):
     def __init__(self, *, levels: list[int], rule: FSQRule, stage_scales: list, projections: list,
                  out_projections: list | None = None, heads: int = 1, pre: str = "none",
                  soft_clamp: torch.Tensor | None = None, rotations: list | None = None,
-                 divide: bool = True, **kwargs):
+                 divide: bool = True, dtype: torch.dtype = torch.float32, **kwargs):
         self.levels = [int(v) for v in levels]
         self.rule = rule
         self.heads = int(heads)
@@ -155,11 +158,15 @@ class FSQQuantizer(Quantizer):
         self.soft_clamp = soft_clamp
         self.rotations = rotations or [None] * len(stage_scales)
         self.divide = divide
+        self.dtype = dtype
         self._levels = torch.tensor(self.levels, dtype=torch.int32)
         self._basis = basis_of(self.levels)
         k = grid_size(self.levels)
-        tables = [stage_table(self.levels, rule, scale, rot) for scale, rot in zip(self.stage_scales, self.rotations)]
-        kwargs["codebooks"] = [t.repeat(self.n_tables, 1) if self.n_tables > 1 else t for t in tables]
+        tables = [stage_table(self.levels, rule, scale, rot, dtype) for scale, rot in zip(self.stage_scales, self.rotations)]
+        tables = [t.repeat(self.n_tables, 1) if self.n_tables > 1 else t for t in tables]
+        # The outputs the residual loses, in the rule's precision; `codebooks` (float32) is what views show.
+        self._outputs = tables
+        kwargs["codebooks"] = tables
         self._cells = k
         super().__init__(**kwargs)
 
@@ -180,7 +187,7 @@ class FSQQuantizer(Quantizer):
         return [f"codebook {h}" for h in range(self.heads)] if self.heads > 1 else ["grid"]
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
-        frames = frames.to(self.device, torch.float32)
+        frames = frames.to(self.device, self.dtype)
         chunks = frames.chunk(self.groups, dim=-1) if self.groups > 1 else [frames]
         with torch.no_grad():
             out = []
@@ -211,7 +218,7 @@ class FSQQuantizer(Quantizer):
         return codes.reshape(-1)
 
     def layer_output(self, layer: int, codes: torch.Tensor) -> torch.Tensor:
-        return self.codebooks[layer][codes].reshape(-1, self.n_tables * len(self.levels))
+        return self._outputs[layer][codes].reshape(-1, self.n_tables * len(self.levels))
 
     def display_codebook(self, layer: int) -> torch.Tensor:
         """The cells through `project_out` (as an isometric d-dimensional view), for one table of one
@@ -232,6 +239,7 @@ class FSQQuantizer(Quantizer):
         self.rotations = [None if r is None else r.to(device) for r in self.rotations]
         self._levels = self._levels.to(device)
         self._basis = self._basis.to(device)
+        self._outputs = [t.to(device) for t in self._outputs]
 
     def family_params(self) -> dict:
         out = super().family_params()
