@@ -136,7 +136,8 @@ class FSQQuantizer(Quantizer):
     `project_out` (used only to place cells on the map); `rotations[i]` stage i's `orthogonal_rot`;
     `pre` what happens to the projected input before stage 0: "none", "soft_clamp" (ResidualFSQ:
     tanh(x/c)*c), "bound" (X-Codec2 bounds once before the FSQ bounds again) or "tanh" (Stable Codec,
-    whose posthoc bottleneck then runs in float64: `dtype`; the stored tables stay float32 for the views). `divide` says the stage scale divides the stage's input
+    whose posthoc bottleneck then runs in float64: `dtype`; the stored tables stay float32 for the views).
+    `divide` says the stage scale divides the stage's input
     (ResidualFSQ) rather than entering the rule (dithered). `heads` slots per group (num_codebooks)."""
 
     plain_residual = False
@@ -162,7 +163,8 @@ class FSQQuantizer(Quantizer):
         self._levels = torch.tensor(self.levels, dtype=torch.int32)
         self._basis = basis_of(self.levels)
         k = grid_size(self.levels)
-        tables = [stage_table(self.levels, rule, scale, rot, dtype) for scale, rot in zip(self.stage_scales, self.rotations)]
+        tables = [stage_table(self.levels, rule, scale, rot, dtype)
+                  for scale, rot in zip(self.stage_scales, self.rotations)]
         tables = [t.repeat(self.n_tables, 1) if self.n_tables > 1 else t for t in tables]
         # The outputs the residual loses, in the rule's precision; `codebooks` (float32) is what views show.
         self._outputs = tables

@@ -27,6 +27,12 @@ def _join(items) -> str:
     return shown + (f" and {len(items) - 8} more" if len(items) > 8 else "")
 
 
+def _named(noun: str, items: list, singular: str, plural: str) -> str:
+    """'FSQ dimension 3 uses few of its levels' / 'FSQ dimensions 1, 3 use few of their levels'."""
+    many = len(items) > 1
+    return f"{noun}{'s' if many else ''} {_join(items)} {plural if many else singular}"
+
+
 def fsq_verdicts(report: LayerReport) -> list[Verdict]:
     """Pinned dimensions (one level: collapse), narrow ones (under FSQ_DIM_BITS_WARN of log2 L bits) and
     saturated ones (FSQ_EDGE_SHARE_WARN of frames at the two edge levels, where uniform puts <= half)."""
@@ -48,7 +54,8 @@ def fsq_verdicts(report: LayerReport) -> list[Verdict]:
         t, j, d = pinned[0]
         out.append(Verdict(
             "fsq_pinned_dimension", layer, "collapse",
-            f"Layer {layer}{_label(report, t)}: FSQ dimension {_join(x[1] for x in pinned)} pinned at one level",
+            f"Layer {layer}{_label(report, t)}: "
+            + _named("FSQ dimension", [x[1] for x in pinned], "pinned at one level", "pinned at one level each"),
             {"dims": [x[1] for x in pinned], "tables": sorted({x[0] for x in pinned}),
              "level": d["counts"].index(max(d["counts"])), "levels": d["levels"], "frames": sum(d["counts"]),
              "min_frames": BIT_RULE_MIN_FRAMES},
@@ -62,7 +69,8 @@ def fsq_verdicts(report: LayerReport) -> list[Verdict]:
         t, j, d = min(narrow, key=lambda x: x[2]["bits"] / x[2]["max_bits"])
         out.append(Verdict(
             "fsq_narrow_dimension", layer, "warning",
-            f"Layer {layer}{_label(report, t)}: FSQ dimension {_join(x[1] for x in narrow)} use few of their levels",
+            f"Layer {layer}{_label(report, t)}: "
+            + _named("FSQ dimension", [x[1] for x in narrow], "uses few of its levels", "use few of their levels"),
             {"dims": [x[1] for x in narrow], "tables": sorted({x[0] for x in narrow}),
              "bits": [round(x[2]["bits"], 3) for x in narrow], "max_bits": [round(x[2]["max_bits"], 3) for x in narrow],
              "levels_used": [x[2]["levels_used"] for x in narrow], "warn_below": FSQ_DIM_BITS_WARN},
@@ -74,7 +82,9 @@ def fsq_verdicts(report: LayerReport) -> list[Verdict]:
         t, j, d = max(saturated, key=lambda x: x[2]["edge_share"])
         out.append(Verdict(
             "fsq_saturated_dimension", layer, "warning",
-            f"Layer {layer}{_label(report, t)}: FSQ dimension {_join(x[1] for x in saturated)} stuck at the edge levels",
+            f"Layer {layer}{_label(report, t)}: "
+            + _named("FSQ dimension", [x[1] for x in saturated], "is stuck at its edge levels",
+                     "are stuck at their edge levels"),
             {"dims": [x[1] for x in saturated], "tables": sorted({x[0] for x in saturated}),
              "edge_share": [round(x[2]["edge_share"], 4) for x in saturated], "warn_at": FSQ_EDGE_SHARE_WARN},
             f"{d['edge_share']:.0%} of dimension {j}'s frames sit at its two edge levels (uniform use: "
@@ -107,7 +117,8 @@ def lfq_verdicts(report: LayerReport) -> list[Verdict]:
         t, b, ones = dead[0]
         out.append(Verdict(
             "lfq_dead_bit", layer, "collapse",
-            f"Layer {layer}{_label(report, t)}: LFQ bit {_join(x[1] for x in dead)} never flips",
+            f"Layer {layer}{_label(report, t)}: "
+            + _named("LFQ bit", [x[1] for x in dead], "never flips", "never flip"),
             {"bits": [x[1] for x in dead], "tables": sorted({x[0] for x in dead}),
              "always_one": [x[1] for x in dead if x[2] >= 1.0], "always_zero": [x[1] for x in dead if x[2] <= 0.0],
              "min_frames": BIT_RULE_MIN_FRAMES},
@@ -120,7 +131,8 @@ def lfq_verdicts(report: LayerReport) -> list[Verdict]:
         t, b, ones = min(unbalanced, key=lambda x: min(x[2], 1 - x[2]))
         out.append(Verdict(
             "lfq_unbalanced_bit", layer, "warning",
-            f"Layer {layer}{_label(report, t)}: LFQ bit {_join(x[1] for x in unbalanced)} rarely flip",
+            f"Layer {layer}{_label(report, t)}: "
+            + _named("LFQ bit", [x[1] for x in unbalanced], "rarely flips", "rarely flip"),
             {"bits": [x[1] for x in unbalanced], "tables": sorted({x[0] for x in unbalanced}),
              "ones": [round(x[2], 4) for x in unbalanced], "warn_below_bits": LFQ_BIT_ENTROPY_WARN},
             f"Bit {b} is set on {ones:.1%} of frames: it carries under {LFQ_BIT_ENTROPY_WARN} bit "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QLabel
 
 from ...analysis.diagnosis import thresholds
@@ -76,7 +77,7 @@ class FamilyView(Panel):
         self.second = pg.BarGraphItem(x=[], height=[], width=0.35, pen=None, brush=pg.mkBrush(PERPLEXITY))
         self.plot.addItem(self.bars)
         self.plot.addItem(self.second)
-        self.guide = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#555555", style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.guide = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#555555", style=Qt.PenStyle.DashLine))
         self.plot.addItem(self.guide, ignoreBounds=True)
         self.image = pg.ImageItem()
         self.image.setLookupTable(CORRELATION.getLookupTable(nPts=256))

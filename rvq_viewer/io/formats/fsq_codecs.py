@@ -12,8 +12,9 @@ and Stable Codec's posthoc residual FSQ. Their levels are known from their confi
 - Stable Codec (Stability-AI/stable-codec): the posthoc `ResidualFSQBottleneck` holds no weights at all; its
   presets, set at run time, are `1x46656_400bps` (levels 6^6), `2x15625_700bps` (5^6, scales 1, 0.25) and
   `4x729_1000bps` (3^6, scales 1, 0.5, 0.25, 0.125), applied to the 6-dim pre-bottleneck latents after
-  one tanh, in float64 (stable-codec 0.1.2). Open any file of the model with `levels` set to a preset name (or `--format stable-codec`
-  with levels and stages: each scale 1/(L-1) of the last); the features are those latents.
+  one tanh, in float64 (stable-codec 0.1.2). Open any file of the model with `levels` set to a preset
+  name (or `--format stable-codec` with levels and stages: each scale 1/(L-1) of the last); the features
+  are those latents.
 """
 
 from __future__ import annotations

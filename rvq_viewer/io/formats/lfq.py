@@ -108,8 +108,8 @@ def _build(ckpt: Checkpoint) -> Quantizer:
     if residual and heads != 1:
         raise LoadError(f"ResidualLFQ layers take {bits} dims, but project_in gives {heads * bits}", ckpt.path)
     stage_list = stages if residual else [-1]
-    rot_key = (lambda s: f"{bases[0]}layers.{s}.orthogonal_rot") if residual else (lambda s: f"{bases[0]}orthogonal_rot")
-    rotations = [float_tensor(ckpt, rot_key(s), (bits, bits), required=False) for s in stage_list]
+    rot_keys = [f"{bases[0]}layers.{s}.orthogonal_rot" if residual else f"{bases[0]}orthogonal_rot" for s in stage_list]
+    rotations = [float_tensor(ckpt, key, (bits, bits), required=False) for key in rot_keys]
     if grouped and any(k.startswith(stem) and k.endswith("orthogonal_rot") for k in ckpt.state):
         raise LoadError("GroupedResidualLFQ with orthogonal_rotation is not supported (a rotation per group "
                         "and stage)", ckpt.path)
