@@ -20,6 +20,13 @@ if [ "${1:-}" = "test" ]; then
     $py -m pip install -q --no-deps "vector-quantize-pytorch==1.32.0" "einx==0.4.3" "frozendict==2.5.1" \
         "loguru==0.7.3" "torch-einops-utils==0.2.0" "snac==1.2.1" "descript-audio-codec==1.0.0" \
         "moshi==0.2.13" "speechtokenizer==1.0.1"
+    # FSQ peers: S3Tokenizer v2 and Stable Codec (their quantizer files run by path: the package
+    # __init__s import onnx, torchaudio and stable-audio-tools), and transformers' X-Codec2 with the
+    # packages it imports (its declared ones would pull a whole tokenizer / hub stack, pinned as here).
+    $py -m pip install -q --no-deps "s3tokenizer==0.3.0" "stable-codec==0.1.2" \
+        "transformers==5.24.0" "huggingface-hub==2.4.0" "tokenizers==0.23.3" "regex==2026.11.19" \
+        "pyyaml==6.0.4" "httpx2==2.16.2" "httpcore2==2.16.2" "anyio==4.16.0" "h11==0.16.0" "idna==3.20" \
+        "truststore==0.10.5" "packaging==26.4"
 else
     $py -m pip install -q -e .
     # Compile umap's code now (cached on disk) so the first centroid map takes seconds, not minutes.

@@ -40,7 +40,7 @@ DIAGNOSIS_DOCK_WIDTH = 360
 VIEW_DOCKS = {"overview": "overview", "histogram": "histogram", "residuals": "residuals",
               "dead_codes": "dead_codes", "centroids": None, "family": "family"}
 VIEW_LABELS = {"overview": "Overview", "histogram": "Usage histogram", "residuals": "Residual norms",
-               "dead_codes": "Dead codes", "centroids": "Centroid map", "family": "Levels & bits"}
+               "dead_codes": "Dead codes", "centroids": "Centroid map", "family": "Levels and bits"}
 
 
 def default_size(screen: QSize) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """FSQ and LFQ quantizers in the main window: opened with their load options, audited, and drawn by the
-Levels & bits panel from the same result the CLI and the report use; File ▸ Open with options."""
+Levels and bits panel from the same result the CLI and the report use; File ▸ Open with options."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_an_lfq_quantizer_shows_its_bits_and_their_correlations(window, qtbot, d
     window.open(demos["lfq"], [demos["features"]])
     wait_views(qtbot, window)
     view = window.family_view
-    assert view.drawn == "lfq" and view.corr_plot.isVisible()
+    assert view.drawn == "lfq" and view.corr_plot.isVisible() and view.corr_plot.scene() is not None
     stats = window.snapshot.result.layers[0].family["bit_stats"][0]
     assert np.allclose(view.bars.opts["height"], stats["ones"]) and stats["dead"] == [13]
     assert view.image.image.shape == (14, 14)

@@ -52,4 +52,6 @@ def grid_stats(counts: np.ndarray, levels: list[int]) -> dict:
     dims = [dict(dimension_stats(h), dim=j) for j, h in enumerate(level_histograms(counts, levels))]
     return {"levels": [int(v) for v in levels], "cells": int(counts.size), "cells_used": used,
             "share_used": used / counts.size if counts.size else 0.0, "frames": int(counts.sum()),
-            "bits": sum(d["bits"] for d in dims), "max_bits": sum(d["max_bits"] for d in dims), "dims": dims}
+            "bits": sum(d["bits"] for d in dims), "max_bits": sum(d["max_bits"] for d in dims),
+            # What the cell itself carries: at most the sum over dimensions, less when they move together.
+            "code_bits": entropy_bits(counts), "dims": dims}

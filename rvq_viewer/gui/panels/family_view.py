@@ -1,4 +1,4 @@
-"""Levels & bits: what an implicit grid does with its dimensions, and usage table by table.
+"""Levels and bits: what an implicit grid does with its dimensions, and usage table by table.
 
 - FSQ: each dimension's level histogram side by side (dimension j's L_j bars in slot j), pinned or narrow
   dimensions coloured as their verdict;
@@ -51,7 +51,7 @@ def lfq_bars(stats: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 class FamilyView(Panel):
-    title = "Levels & bits"
+    title = "Levels and bits"
 
     def __init__(self, state: AppState, parent=None):
         super().__init__(state, "family", parent)
@@ -66,7 +66,9 @@ class FamilyView(Panel):
         self.canvas.setObjectName("family-canvas")
         self.canvas.setMinimumSize(MIN_PLOT_WIDTH, MIN_PLOT_HEIGHT)
         self.plot = self.canvas.addPlot(row=0, col=0)
-        self.corr_plot = self.canvas.addPlot(row=1, col=0)
+        # The correlation matrix sits beside the bits (LFQ only): placed in the layout when shown, taken out
+        # otherwise, so the other views get the whole width.
+        self.corr_plot = pg.PlotItem()
         for plot in (self.plot, self.corr_plot):
             plot.setMenuEnabled(False)
             plot.hideButtons()
@@ -82,9 +84,11 @@ class FamilyView(Panel):
         self.image = pg.ImageItem()
         self.image.setLookupTable(CORRELATION.getLookupTable(nPts=256))
         self.corr_plot.addItem(self.image)
-        self.corr_plot.setAspectLocked(True)
         self.corr_plot.setLabel("bottom", "bit")
         self.corr_plot.setLabel("left", "bit")
+        self.corr_plot.setTitle("correlation of bits (red +1, blue -1)", size="8pt")
+        self.corr_plot.getViewBox().invertY(True)
+        self._corr_shown = False
         self.empty = EmptyNote(self.plot, "no checkpoint open")
         self.lay_out([self.table_label, self.table_box], self.header, self.canvas)
         self.selection.layer_changed.connect(lambda _: self._redraw())
@@ -128,7 +132,7 @@ class FamilyView(Panel):
         section = self._section()
         names = self._tables(section)
         t = max(0, self.table_box.currentIndex())
-        self.corr_plot.setVisible(False)
+        self._show_correlation(False)
         self.second.setOpts(x=[], height=[])
         self.guide.hide()
         self.drawn = ""
@@ -150,6 +154,17 @@ class FamilyView(Panel):
             return
         self.empty.hide()
 
+    def _show_correlation(self, shown: bool) -> None:
+        if shown == self._corr_shown:
+            return
+        if shown:
+            self.canvas.addItem(self.corr_plot, row=0, col=1)
+            self.canvas.ci.layout.setColumnStretchFactor(0, 3)
+            self.canvas.ci.layout.setColumnStretchFactor(1, 1)
+        else:
+            self.canvas.removeItem(self.corr_plot)
+        self._corr_shown = shown
+
     def _draw_fsq(self, grid: dict, name: str) -> None:
         xs, hs, width, colors = fsq_bars(grid)
         self.bars.setOpts(x=xs, height=hs, width=width, brushes=[pg.mkBrush(c) for c in colors])
@@ -162,8 +177,9 @@ class FamilyView(Panel):
         dims = " · ".join(f"{d['levels_used']}/{d['levels']} levels, {d['bits']:.1f}/{d['max_bits']:.1f} b"
                           for d in grid["dims"][:6])
         self.header.setText(f"<b>FSQ{' ' + name if name else ''}</b>: {grid['cells_used']:,} of {grid['cells']:,} "
-                            f"grid cells used ({grid['share_used']:.1%}); {grid['bits']:.1f} of {grid['max_bits']:.1f} "
-                            f"bits per frame<br>{dims}{' …' if len(grid['dims']) > 6 else ''}")
+                            f"grid cells used ({grid['share_used']:.1%}); the cell carries {grid['code_bits']:.1f} bits, "
+                            f"its dimensions {grid['bits']:.1f} of {grid['max_bits']:.1f} summed"
+                            f"<br>{dims}{' …' if len(grid['dims']) > 6 else ''}")
         self.drawn = "fsq"
 
     def _draw_lfq(self, stats: dict, name: str) -> None:
@@ -179,7 +195,9 @@ class FamilyView(Panel):
         self.guide.show()
         corr = np.asarray(stats["correlation"], dtype=float)
         self.image.setImage(corr.T, levels=(-1.0, 1.0), autoLevels=False)
-        self.corr_plot.setVisible(True)
+        self._show_correlation(True)
+        self.corr_plot.setXRange(0, n, padding=0)
+        self.corr_plot.setYRange(0, n, padding=0)
         dead = ", ".join(map(str, stats["dead"])) or "none"
         pair = stats["most_correlated"]
         corr_text = f"; max |corr| {stats['max_abs_correlation']:.2f} (bits {pair[0]}, {pair[1]})" if pair else ""
