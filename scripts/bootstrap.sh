@@ -22,8 +22,11 @@ if [ "${1:-}" = "test" ]; then
     $py -m pip install -q --no-deps "vector-quantize-pytorch==1.32.0" "einx==0.4.3" "frozendict==2.5.1" \
         "loguru==0.7.3" "torch-einops-utils==0.2.0" "snac==1.2.1" "descript-audio-codec==1.0.0" \
         "moshi==0.2.13" "speechtokenizer==1.0.1" "audiocraft==1.3.0" "flashy==0.0.2"
-    # transformers' own codec models (save_pretrained folders) and OmegaConf's DictConfig (audiocraft's
-    # xp.cfg). Neither depends on torch, so they install with their dependencies.
+    # FSQ peers: S3Tokenizer v2 and Stable Codec (their quantizer files run by path: the package
+    # __init__s import onnx, torchaudio and stable-audio-tools).
+    $py -m pip install -q --no-deps "s3tokenizer==0.3.0" "stable-codec==0.1.2"
+    # transformers' own codec models (save_pretrained folders, X-Codec2) and OmegaConf's DictConfig
+    # (audiocraft's xp.cfg). Neither depends on torch, so they install with their dependencies.
     $py -m pip install -q "transformers==5.24.0" "omegaconf==2.4.0"
 else
     $py -m pip install -q -e .

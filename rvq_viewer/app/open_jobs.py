@@ -59,7 +59,8 @@ def load_session(cancel: threading.Event, spec: AuditSpec, quantizer=None) -> Se
         source = open_features(spec, quantizer)
         total = source.total_frames()
     check(cancel)
-    codebooks = [c.detach().cpu().float().numpy() for c in quantizer.codebooks]
+    # What the maps place: the stored rows, or an implicit grid's cells through its project_out.
+    codebooks = [quantizer.display_codebook(i).detach().cpu().float().numpy() for i in range(quantizer.n_q)]
     norms = [np.linalg.norm(c, axis=1).astype(np.float32) for c in codebooks]
     ema_sizes = ema_dead = None
     if quantizer.has_ema:

@@ -17,7 +17,7 @@ from ..app.open_jobs import Opened, open_job
 from ..app.session import Snapshot
 from ..errors import RvqViewerError
 from ..locations import demo_paths
-from ..pipeline import AuditSpec
+from ..pipeline import AuditSpec, LoadOptions
 from . import settings
 from .state import AppState
 from .workers import JobSlot
@@ -69,13 +69,17 @@ class AuditController(QObject):
 
     # --- opening ------------------------------------------------------------------------------------------
     def open(self, checkpoint: str | Path | None = None, features: list | None = None,
-             paths: list | None = None) -> None:
-        """Open a checkpoint and/or features (see `open_jobs.open_job`); loading runs in a worker."""
+             paths: list | None = None, load: LoadOptions | None = None) -> None:
+        """Open a checkpoint and/or features (see `open_jobs.open_job`); loading runs in a worker. `load`
+        says how to read a new checkpoint (FSQ levels...); another checkpoint opened without it is read
+        with none, features opened for the open one keep its options."""
         self.audit_slot.cancel()
         self.status.emit("Loading…", 0)
         template = self.template()
         if template is None and checkpoint is not None:
             template = AuditSpec(Path(checkpoint), device=self.state.device)
+        if template is not None and (checkpoint is not None or load is not None):
+            template = template.replace(load=load or LoadOptions())
         self.load_slot.start(
             open_job, Path(checkpoint) if checkpoint else None,
             [Path(f) for f in features] if features is not None else None,

@@ -23,7 +23,7 @@ from .controller import AuditController
 from .exports import Exporter
 from .menus import build_menus
 from .toolbar import build_toolbar
-from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, HistogramView, OverviewView,
+from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, FamilyView, HistogramView, OverviewView,
                      ResidualsView)
 from .series import EventsView
 from .state import AppState
@@ -38,9 +38,9 @@ FEATURE_FILTER = "Feature files (*.npy *.pt *.pth *.npz *.safetensors);;All file
 DIAGNOSIS_DOCK_WIDTH = 360
 # The central map is not a dock; a verdict that points at it names it so.
 VIEW_DOCKS = {"overview": "overview", "histogram": "histogram", "residuals": "residuals",
-              "dead_codes": "dead_codes", "centroids": None}
+              "dead_codes": "dead_codes", "centroids": None, "family": "family"}
 VIEW_LABELS = {"overview": "Overview", "histogram": "Usage histogram", "residuals": "Residual norms",
-               "dead_codes": "Dead codes", "centroids": "Centroid map"}
+               "dead_codes": "Dead codes", "centroids": "Centroid map", "family": "Levels and bits"}
 
 
 def default_size(screen: QSize) -> tuple[int, int]:
@@ -75,8 +75,9 @@ class MainWindow(QMainWindow):
         self.diagnosis = DiagnosisPanel(self.state)
         self.events_view = EventsView(self.state)
         self.trainer_panel = TrainerPanel(self.state)
+        self.family_view = FamilyView(self.state)
         self.views = [self.overview, self.histogram, self.map, self.residuals, self.dead_codes, self.diagnosis,
-                      self.events_view, self.trainer_panel]
+                      self.events_view, self.trainer_panel, self.family_view]
         self.events_view.checkpoint_wanted.connect(lambda path: self.open(path))
         self.events_view.died_at_changed.connect(self.dead_codes.set_died_at)
         self.events_view.slot.busy_changed.connect(self._series_busy)
@@ -166,6 +167,7 @@ class MainWindow(QMainWindow):
         self._dock(self.diagnosis, Qt.DockWidgetArea.LeftDockWidgetArea, "diagnosis", self.diagnosis.title)
         self._dock(self.events_view, bottom, "events", "Events (checkpoint series)")
         self._dock(self.trainer_panel, bottom, "trainer", "Trainer (what-if)")
+        self._dock(self.family_view, bottom, "family", self.family_view.title)
         self.resize(*default_size(self.screen().availableGeometry().size()))
         self.arrange(compact_for(self.size()))
 
@@ -176,17 +178,17 @@ class MainWindow(QMainWindow):
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         for name in ("histogram", "residuals"):
             self.addDockWidget(right, d[name])
-        for name in ("overview", "dead_codes", "events", "trainer"):
+        for name in ("overview", "dead_codes", "events", "trainer", "family"):
             self.addDockWidget(bottom, d[name])
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["diagnosis"])
         if compact:
             self.tabifyDockWidget(d["histogram"], d["residuals"])
-            for name in ("dead_codes", "events", "trainer"):
+            for name in ("dead_codes", "events", "trainer", "family"):
                 self.tabifyDockWidget(d["overview"], d[name])
         else:
             self.splitDockWidget(d["histogram"], d["residuals"], Qt.Orientation.Vertical)
             self.splitDockWidget(d["overview"], d["dead_codes"], Qt.Orientation.Horizontal)
-            for name in ("events", "trainer"):
+            for name in ("events", "trainer", "family"):
                 self.tabifyDockWidget(d["overview"], d[name])
         width, height = self.width(), self.height()
         self.resizeDocks([d["diagnosis"]], [int(0.22 * width) if compact else DIAGNOSIS_DOCK_WIDTH],
@@ -225,9 +227,9 @@ class MainWindow(QMainWindow):
 
     # --- opening ------------------------------------------------------------------------------------------
     def open(self, checkpoint: str | Path | None = None, features: list | None = None,
-             paths: list | None = None) -> None:
+             paths: list | None = None, load=None) -> None:
         self.banner.dismiss()
-        self.controller.open(checkpoint, features, paths)
+        self.controller.open(checkpoint, features, paths, load)
 
     def ask_open_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open quantizer checkpoint", settings.get("last_dir"),
@@ -269,6 +271,8 @@ class MainWindow(QMainWindow):
         if self.reference is not None:
             self.residuals.set_reference(*self.reference)
         self.setWindowTitle(f"rvq-viewer — {session.name}" if session is not None else "rvq-viewer")
+        if session is not None and (not session.quantizer.family.learned or session.quantizer.n_tables > 1):
+            self.docks["family"].raise_()      # FSQ levels, LFQ bits, per-table usage: this family's own view
         self._update_actions()
 
     def dragEnterEvent(self, event):  # noqa: N802

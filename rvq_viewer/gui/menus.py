@@ -10,6 +10,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from ..runtime import available_devices
 from . import settings
 from .widgets.common import RESET_VIEW_KEY
+from .load_dialog import ask_open_with_options
 
 
 def build_menus(w) -> None:
@@ -20,6 +21,8 @@ def build_menus(w) -> None:
     a.add("file.open", "Open &checkpoint…", w.ask_open_checkpoint, "file", QKeySequence.StandardKey.Open)
     a.add("file.open_model_folder", "Open &model folder…", w.ask_open_model_folder, "file",
           tip="a transformers save_pretrained folder or a Hugging Face cache folder (models--org--name)")
+    a.add("file.open_options", "Open with &options…", lambda: ask_open_with_options(w), "file",
+          tip="a checkpoint with what its file cannot tell: FSQ levels and stages, format, heads")
     a.add("file.open_features", "Open &features…", w.ask_open_features, "file", "Ctrl+Shift+O")
     a.add("file.open_folder", "Open feature f&older…", w.ask_open_folder, "file")
     a.add("file.open_series", "Open checkpoint &series…", w.open_series, "file",

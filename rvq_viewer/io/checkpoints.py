@@ -72,7 +72,9 @@ def load_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
     be a `save_pretrained` folder or a Hugging Face cache folder. Format options:
     `cosine` (vector-quantize-pytorch lookup, True/False, else from the config or detected), `heads`
     (vector-quantize-pytorch heads sharing one codebook), `vq_strides` (SNAC level strides, else from
-    config.json beside the file or SNAC's defaults).
+    config.json beside the file or SNAC's defaults), `levels` (FSQ levels such as [8, 5, 5, 5], or a Stable
+    Codec preset such as "2x15625_700bps") and `stages` (residual FSQ stages: vector-quantize-pytorch's
+    ResidualFSQ, even with 1; without it a plain FSQ).
 
     Anything wrong with the file raises `LoadError` (or `UnsafeFileError`), one line naming the file;
     a file that holds no quantizer at all raises its subclass `NoQuantizerError`.
@@ -96,6 +98,9 @@ def open_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
                             f"(detected: {_detected_name(ckpt)})", ckpt.path)
     try:
         quantizer = fmt.build(ckpt)
+        if quantizer.family.name != "fsq" and (options.get("levels"), options.get("stages")) != (None, None):
+            raise LoadError(f"levels and stages are FSQ settings, and this is a {quantizer.format} checkpoint: "
+                            "leave them out", ckpt.path)
         if n_q is not None:
             if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= quantizer.n_q:
                 raise LoadError(f"n_q={n_q} asked, the quantizer has {quantizer.n_q} layers", path)

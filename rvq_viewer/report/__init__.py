@@ -24,6 +24,7 @@ from ..io.outputs import atomic_write_text
 from ..quant import Quantizer
 from ..version import __version__
 from . import charts
+from .family import family_section
 from .svg import SEVERITY_COLORS
 
 CSS = """
@@ -270,7 +271,8 @@ def iter_render_html(result: AuditResult, quantizer: Quantizer | None, verdicts:
             or f'{_badge("ok")} no warning'
         plots = charts.usage_chart(report)
         if quantizer is not None and report.layer < quantizer.n_q:
-            plots += charts.centroid_chart(report, quantizer.codebooks[report.layer])
+            plots += charts.centroid_chart(report, quantizer.display_codebook(report.layer))
+        plots += family_section(report)
         body.append(f'<div class="layer"><h3>Layer {report.layer}</h3><p class="muted">{tags}</p>'
                     f'<div class="grid">{plots}</div></div>')
         yield ReportStep(2 + report.layer, total, f"layer {report.layer}")

@@ -29,7 +29,7 @@ from ..theme import current, ink, muted
 SEVERITY_ICONS = {"collapse": "✖", "warning": "▲", "info": "●", "ok": "✔"}
 SEVERITY_NAMES = {"collapse": "Collapse", "warning": "Warning", "info": "Info", "ok": "OK"}
 VIEW_NAMES = {"overview": "Overview", "histogram": "Usage histogram", "centroids": "Centroid map",
-              "residuals": "Residual norms", "dead_codes": "Dead codes"}
+              "residuals": "Residual norms", "dead_codes": "Dead codes", "family": "Levels and bits"}
 # Evidence keys that only restate a rule's threshold (the message says it): kept out of the compact list,
 # as in the HTML report.
 THRESHOLD_KEYS = {"warn_below", "collapse_below", "warn_at", "collapse_at", "info_at", "majority_at", "margin",
