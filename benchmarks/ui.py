@@ -67,6 +67,46 @@ def synthetic(args, folder: Path) -> tuple[Path, list[Path]]:
     return ckpt, [feats]
 
 
+class StackSampler:
+    """Samples what the GUI thread runs every ~2 ms (a daemon thread reading sys._current_frames), so a
+    long event-loop gap can be blamed on the functions that were on the stack during it."""
+
+    def __init__(self, interval: float = 0.002):
+        import threading
+        self.interval = interval
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self.main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join()
+
+    def _run(self):
+        root = str(ROOT)
+        while not self._stop.wait(self.interval):
+            frame = sys._current_frames().get(self.main)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                if code.co_filename.startswith(root) or "pyqtgraph" in code.co_filename:
+                    where = code.co_filename.replace(root + "/", "").split("site-packages/")[-1]
+                    stack.append(f"{where}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append((time.perf_counter() - T_START, tuple(stack[:4])))
+
+    def blame(self, end: float, gap_ms: float) -> list[str]:
+        """The innermost project/pyqtgraph frames sampled most often during the gap that ended at `end`."""
+        from collections import Counter
+        start = end - gap_ms / 1000.0
+        seen = Counter(stack[0] for t, stack in self.samples if start <= t <= end and stack)
+        return [f"{name} ({n})" for name, n in seen.most_common(3)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -132,6 +172,8 @@ def main(argv=None) -> int:
     phase["name"] = "first-paint"        # the window's first paint (fonts, style, empty plots)
     last["t"] = clock.nsecsElapsed()     # the heartbeat counts from show(): building the window comes before
     heart.start()
+    sampler = StackSampler()
+    sampler.start()
 
     def first_painted():
         phase["name"] = "load+audit"
@@ -168,6 +210,7 @@ def main(argv=None) -> int:
     loop.exec()
     poller.stop()
     heart.stop()
+    sampler.stop()
     snap = window.snapshot
     result = {
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
@@ -196,7 +239,8 @@ def main(argv=None) -> int:
             "p99_gap_ms": round(sel_sorted[int(0.99 * (len(sel) - 1))], 1),
             "gaps_over_budget": sum(1 for v in sel if v > args.budget_ms)}
     worst = sorted(after_show, key=lambda g: -g[1])[:5]
-    result["worst_gaps"] = [{"at_s": round(t, 3), "gap_ms": round(v, 1), "phase": p} for t, v, p in worst]
+    result["worst_gaps"] = [{"at_s": round(t, 3), "gap_ms": round(v, 1), "phase": p, "in": sampler.blame(t, v)}
+                            for t, v, p in worst]
     during = sorted(g[1] for g in after_show if g[2] != "first-paint")
     result["max_gap_after_first_paint_ms"] = round(during[-1], 1) if during else None
     over = sum(1 for v in during if v > args.budget_ms)

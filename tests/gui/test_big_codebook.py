@@ -1,5 +1,6 @@
-"""K = 65,536: the histogram draws at most a few bins per pixel, the map a handful of scatter items,
-and hit-testing still finds the exact code. (Structure, not timings: benchmarks/ui.py times it.)"""
+"""K = 65,536: the histogram draws at most a few bins per pixel, the map one image at the view's
+resolution instead of scatter items, and hit-testing still finds the exact code. (Structure, not timings:
+benchmarks/ui.py times it.)"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 import torch
 from PySide6.QtCore import Qt
 
@@ -16,6 +18,7 @@ from rvq_viewer.quant import Quantizer
 from rvq_viewer.app.session import Session, Snapshot
 from rvq_viewer.gui.panels import CentroidMapView, DeadCodesView, HistogramView
 from rvq_viewer.gui.state import AppState
+from rvq_viewer.gui.widgets.common import DEAD_COLOR
 from rvq_viewer.pipeline import AuditSpec
 
 K = 65_536
@@ -60,7 +63,7 @@ def test_histogram_of_65536_codes_draws_bounded_bins_and_maps_clicks_exactly(qtb
     assert view.code_at(0.0) == int(np.argmax(counts))        # rank 1 is the most used code
 
 
-def test_map_of_65536_codes_uses_few_items_and_a_kdtree(qtbot):
+def test_map_of_65536_codes_is_one_image_and_a_kdtree(qtbot):
     session, snap, counts = _big_session_and_snapshot()
     state = AppState()
     sel = state.selection
@@ -72,10 +75,27 @@ def test_map_of_65536_codes_uses_few_items_and_a_kdtree(qtbot):
     view.set_session(session)
     view.set_snapshot(snap)
     qtbot.waitUntil(lambda: view.ready, timeout=20_000)
-    drawn = [item for item in view._items if len(item.data)]
-    assert len(drawn) <= 17 and sum(len(item.data) for item in drawn) == K
+    assert not any(len(item.data) for item in view._items)      # no scatter items: the image
+    raster = view.raster
+    assert raster.active and len(raster._xy) == K
+    vb = view.plot.getViewBox()
+    image = raster.item.image
+    assert image.shape[:2] == (int(vb.height()), int(vb.width()))
+    # a live code's pixel has a usage colour, a dead code alone in its pixel the dead colour
     code = int(np.flatnonzero(counts > 0)[7])
     x, y = view.view_position(0, code)
+    (x0, x1), (y0, y1) = vb.viewRange()
+    px = int((x - x0) * image.shape[1] / (x1 - x0))
+    py = int((y - y0) * image.shape[0] / (y1 - y0))
+    assert image[py, px, 3] == 255
+    dead_rgb = tuple(pg.mkColor(DEAD_COLOR).getRgb()[:3])
+    assert (image[..., :3] == dead_rgb).all(axis=-1).any()
+    # zooming in redraws the image for the new range, at the same resolution
+    vb.setRange(xRange=(x - 0.05, x + 0.05), yRange=(y - 0.05, y + 0.05), padding=0)
+    qtbot.waitUntil(lambda: raster.item.mapRectToParent(raster.item.boundingRect()).width() < 0.2, timeout=3000)
+    center = raster.item.image[raster.item.image.shape[0] // 2, raster.item.image.shape[1] // 2]
+    assert center[3] == 255                                      # the code itself, centred
+
     t = time.perf_counter()
     assert view.point_at(x, y) == code
     assert time.perf_counter() - t < 0.05

@@ -27,6 +27,7 @@ from ..widgets.scatter import UniformScatter
 from ..workers import JobSlot
 from ..widgets.empty import EmptyNote
 from .map_overlay import OverlayPath
+from .map_raster import RASTER_ABOVE, MapRaster
 from .map_pointer import HOVER_RADIUS_PX, BoxSelectViewBox, MapPointer, set_positions
 from ..theme import ink
 
@@ -99,6 +100,7 @@ class CentroidMapView(Panel):
         self.set_marks = pg.ScatterPlotItem(size=11, symbol="s", pen=pg.mkPen(SELECT_COLOR, width=1.5), brush=None)
         self.set_marks.setZValue(18)
         self.plot.addItem(self.set_marks, ignoreBounds=True)
+        self.raster = MapRaster(self.plot)
         self.empty = EmptyNote(self.plot, "no checkpoint open")
         self.colorbar.hide()
         self.overlay = OverlayPath(self.plot)
@@ -225,6 +227,7 @@ class CentroidMapView(Panel):
 
     # --- drawing ----------------------------------------------------------------------------------------
     def _clear_points(self) -> None:
+        self.raster.clear()
         self.empty.show("no checkpoint open" if self.session is None else "computing the map…")
         self.colorbar.hide()
         for item in self._items:
@@ -289,6 +292,17 @@ class CentroidMapView(Panel):
                 groups.append((live[order[bounds[lv]:bounds[lv + 1]]], self._usage_brushes[lv], size, 1 + lv))
             self.colorbar.setLevels(values=(0.0, top))
             self.colorbar.show()
+        if n > RASTER_ABOVE:                       # one image instead of scatter items (map_raster.py)
+            for item in self._items:
+                item.setData([], [])
+            self._update_legend(geo, bool(counts is not None and dead.any()), size)
+            self._recolor_generation += 1
+            self._pending_groups = None
+            self.raster.set_points(geo.coords, groups)
+            self._colored_for = self.snapshot
+            self.pointer.update()
+            return
+        self.raster.clear()
         while len(self._items) < len(groups):
             item = UniformScatter(pen=None, pxMode=True)
             self.plot.addItem(item)

@@ -180,7 +180,8 @@ class FamilyView(Panel):
         dims = " · ".join(f"{d['levels_used']}/{d['levels']} levels, {d['bits']:.1f}/{d['max_bits']:.1f} b"
                           for d in grid["dims"][:6])
         self.header.setText(f"<b>FSQ{' ' + name if name else ''}</b>: {grid['cells_used']:,} of {grid['cells']:,} "
-                            f"grid cells used ({grid['share_used']:.1%}); the cell carries {grid['code_bits']:.1f} bits, "
+                            f"grid cells used ({grid['share_used']:.1%}); the cell carries "
+                            f"{grid['code_bits']:.1f} bits, "
                             f"its dimensions {grid['bits']:.1f} of {grid['max_bits']:.1f} summed"
                             f"<br>{dims}{' …' if len(grid['dims']) > 6 else ''}")
         self.drawn = "fsq"
