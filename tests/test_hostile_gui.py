@@ -91,3 +91,63 @@ def test_broken_files_through_the_window(window, qtbot, demo, tmp_path):
     window.open(demo["healthy"], [wide])
     wait_message(qtbot, window, "wide.npy")
     still_usable(window, qtbot, demo)
+
+
+# --- jobs whose window is gone ---------------------------------------------------------------------------
+def _slot_on_deleted_owner(qtbot, fn, **callbacks):
+    """Start `fn` in a JobSlot, delete the slot's owner (a window closed mid-job), let the job end."""
+    import threading
+
+    import shiboken6
+    from PySide6.QtWidgets import QWidget
+
+    from rvq_viewer.gui.workers import JobSlot, live_workers
+
+    owner = QWidget()
+    slot = JobSlot("doomed", owner)
+    release = threading.Event()
+    slot.start(fn, release, **callbacks)
+    shiboken6.delete(owner)                 # the C++ side of the window and its slot is gone
+    assert not shiboken6.isValid(slot)
+    release.set()
+    qtbot.waitUntil(lambda: live_workers() == 0, timeout=10_000)
+    qtbot.wait(50)                          # queued signals of the finished worker are delivered
+
+
+def test_a_job_whose_window_is_deleted_ends_quietly(qtbot):
+    """Its late `returned`/`finished` signals reach neither the deleted slot (no `Signal source has
+    been deleted`) nor the callbacks of the deleted window; pytest-qt fails the test on any exception
+    raised in a Qt callback."""
+    calls = []
+
+    def job(cancel, release):
+        release.wait(10)
+        return "late"
+
+    _slot_on_deleted_owner(qtbot, job, returned=calls.append, errored=calls.append)
+
+    def steps(cancel, release):
+        release.wait(10)
+        yield "late"
+        return "done"
+
+    _slot_on_deleted_owner(qtbot, steps, yielded=calls.append, returned=calls.append)
+    assert calls == []
+
+
+def test_a_callback_whose_receiver_was_deleted_ends_quietly(qtbot):
+    """The slot lives on, the widget its callback updates is gone: the job ends without a traceback."""
+    import threading
+
+    import shiboken6
+    from PySide6.QtWidgets import QLabel
+
+    from rvq_viewer.gui.workers import JobSlot, live_workers
+
+    label = QLabel()
+    slot = JobSlot("survivor")
+    release = threading.Event()
+    slot.start(lambda cancel: release.wait(10) and "late", returned=label.setText)
+    shiboken6.delete(label)
+    release.set()
+    qtbot.waitUntil(lambda: live_workers() == 0 and not slot.busy, timeout=10_000)
