@@ -18,7 +18,8 @@ that another program truncates mid-audit is a one-line error naming it, not a SI
 Errors. A file named directly that cannot be used raises a one-line `LoadError` naming it. A file found
 in a folder or a list that cannot be read, or does not fit (wrong dimension, not floats, a broken
 symlink, a symlink loop, no permission), is skipped: `FeatureSource.skipped` holds each
-(path, reason) and `warnings()` the lines to show. When nothing usable is left it is an error. A NaN
+(path, reason) and `warnings()` the lines to show. When nothing usable is left it is an error. A file
+that was read fine once and fails later (truncated or replaced meanwhile) is an error, never a skip. A NaN
 or infinite frame is always an error naming the file and the frame.
 """
 
@@ -352,6 +353,7 @@ class FeatureSource:
         self.chunk_frames = max(self.frame_stride, int(chunk_frames) - int(chunk_frames) % self.frame_stride)
         self.key = key
         self._skipped_paths = {p for p, _ in self.skipped}
+        self._opened: set[Path] = set()      # files read fine once: failing later, they changed
         self._n_files = len(set(self.files))
         self._file_skips = 0
 
@@ -384,8 +386,11 @@ class FeatureSource:
             if not out:
                 raise LoadError(f"no array has the quantizer's dimension {self.dim} "
                                 f"({', '.join(unfit[:6])}); pass --key to pick one", path)
+            self._opened.add(path)
             return out
         except LoadError as exc:
+            if path in self._opened:
+                raise LoadError(f"changed while being read ({exc.reason})", path) from None
             if path in self._explicit:
                 raise
             self.skipped.append((path, exc.reason))
