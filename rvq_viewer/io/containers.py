@@ -4,8 +4,10 @@ Pickles go through `torch.load(weights_only=True)`, whose unpickler builds tenso
 only. A few classes that real checkpoints carry as configuration (GPT-SoVITS's `utils.HParams`,
 Lightning's `AttributeDict`, OmegaConf containers, `argparse.Namespace`, paths, numpy scalars) are
 mapped to inert stand-ins that merely store what was pickled: none of their own code runs. Any other
-global (a function, `os.system`, `builtins.open`...) is refused with `UnsafeFileError`. Every failure
-arrives as a one-line `LoadError` naming the file.
+global (a function, `os.system`, `builtins.open`...) is refused with `UnsafeFileError`. Before that,
+`pickle_scan` measures every pickle and refuses nesting, sharing and tensor counts beyond `limits.py`
+(plain data can crash or stall the process too); safetensors files are read through `file_arrays`.
+Every failure arrives as a one-line `LoadError` naming the file.
 """
 
 from __future__ import annotations
@@ -147,14 +149,10 @@ def read_container(path: str | Path) -> Any:
                     ".npz file", path)
 
 
-def safe_torch_load(source, path: Path, mmap: bool = False) -> Any:
-    """`torch.load` restricted to tensors, plain containers and the inert stand-ins above."""
-    return _torch_load(lambda: source, path, mmap=mmap)
-
-
 def load_measured(source: Path | bytes, path: Path, map_location: str = "cpu") -> Any:
-    """`safe_torch_load` of a file (or its bytes) whose pickles were measured first (`pickle_scan`:
-    nesting, sharing, tensor count) and whose tensors are checked after (`limits.check_tensors`).
+    """`torch.load` of a file (or its bytes) restricted to tensors, plain containers and the inert
+    stand-ins above, its pickles measured first (`pickle_scan`: nesting, sharing, tensor count) and
+    its tensors checked after (`limits.check_tensors`). The one way this project runs `torch.load`.
     With map_location="meta" the tensors carry no data (their shapes and file offsets only)."""
     check_torch_file(source, path)
     opener = (lambda: io.BytesIO(source)) if isinstance(source, (bytes, bytearray)) else (lambda: source)
