@@ -76,6 +76,25 @@ def test_drag_and_drop_refuses_code_running_files(window, qtbot, demo, tmp_path)
     assert window.selection.layer in (0, 1, 2)
 
 
+def test_nesting_and_expansion_bombs_through_the_window(window, qtbot, demo, tmp_path):
+    """Opened as checkpoint and dropped as features: a refusal in the banner, quickly; the window
+    then works as before."""
+    from rvq_viewer.io import limits
+    from test_hostile_pickles import deep_key, in_torch_zip, tensor_laughs
+
+    deep = in_torch_zip(deep_key(limits.MAX_NESTING + 1), tmp_path / "deep.pt")
+    laughs = tensor_laughs(tmp_path / "laughs.pt")
+    for bomb, needle in ((deep, "nests"), (laughs, "expansion bomb")):
+        window.open(bomb, demo["features"])
+        wait_message(qtbot, window, bomb.name, needle, timeout=20_000)
+        assert window.session is None
+    still_usable(window, qtbot, demo)
+    drop(window, [deep])
+    wait_message(qtbot, window, "deep.pt", "nests", timeout=20_000)
+    window.commands["view.next_layer"].trigger()
+    assert window.selection.layer in (0, 1, 2)
+
+
 def test_broken_files_through_the_window(window, qtbot, demo, tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     window.open(tmp_path / "empty.pt", demo["features"])
