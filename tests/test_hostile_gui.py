@@ -76,6 +76,25 @@ def test_drag_and_drop_refuses_code_running_files(window, qtbot, demo, tmp_path)
     assert window.selection.layer in (0, 1, 2)
 
 
+def test_nesting_and_expansion_bombs_through_the_window(window, qtbot, demo, tmp_path):
+    """Opened as checkpoint and dropped as features: a refusal in the banner, quickly; the window
+    then works as before."""
+    from rvq_viewer.io import limits
+    from test_hostile_pickles import deep_key, in_torch_zip, tensor_laughs
+
+    deep = in_torch_zip(deep_key(limits.MAX_NESTING + 1), tmp_path / "deep.pt")
+    laughs = tensor_laughs(tmp_path / "laughs.pt")
+    for bomb, needle in ((deep, "nests"), (laughs, "expansion bomb")):
+        window.open(bomb, demo["features"])
+        wait_message(qtbot, window, bomb.name, needle, timeout=20_000)
+        assert window.session is None
+    still_usable(window, qtbot, demo)
+    drop(window, [deep])
+    wait_message(qtbot, window, "deep.pt", "nests", timeout=20_000)
+    window.commands["view.next_layer"].trigger()
+    assert window.selection.layer in (0, 1, 2)
+
+
 def test_broken_files_through_the_window(window, qtbot, demo, tmp_path):
     (tmp_path / "empty.pt").write_bytes(b"")
     window.open(tmp_path / "empty.pt", demo["features"])
@@ -91,3 +110,63 @@ def test_broken_files_through_the_window(window, qtbot, demo, tmp_path):
     window.open(demo["healthy"], [wide])
     wait_message(qtbot, window, "wide.npy")
     still_usable(window, qtbot, demo)
+
+
+# --- jobs whose window is gone ---------------------------------------------------------------------------
+def _slot_on_deleted_owner(qtbot, fn, **callbacks):
+    """Start `fn` in a JobSlot, delete the slot's owner (a window closed mid-job), let the job end."""
+    import threading
+
+    import shiboken6
+    from PySide6.QtWidgets import QWidget
+
+    from rvq_viewer.gui.workers import JobSlot, live_workers
+
+    owner = QWidget()
+    slot = JobSlot("doomed", owner)
+    release = threading.Event()
+    slot.start(fn, release, **callbacks)
+    shiboken6.delete(owner)                 # the C++ side of the window and its slot is gone
+    assert not shiboken6.isValid(slot)
+    release.set()
+    qtbot.waitUntil(lambda: live_workers() == 0, timeout=10_000)
+    qtbot.wait(50)                          # queued signals of the finished worker are delivered
+
+
+def test_a_job_whose_window_is_deleted_ends_quietly(qtbot):
+    """Its late `returned`/`finished` signals reach neither the deleted slot (no `Signal source has
+    been deleted`) nor the callbacks of the deleted window; pytest-qt fails the test on any exception
+    raised in a Qt callback."""
+    calls = []
+
+    def job(cancel, release):
+        release.wait(10)
+        return "late"
+
+    _slot_on_deleted_owner(qtbot, job, returned=calls.append, errored=calls.append)
+
+    def steps(cancel, release):
+        release.wait(10)
+        yield "late"
+        return "done"
+
+    _slot_on_deleted_owner(qtbot, steps, yielded=calls.append, returned=calls.append)
+    assert calls == []
+
+
+def test_a_callback_whose_receiver_was_deleted_ends_quietly(qtbot):
+    """The slot lives on, the widget its callback updates is gone: the job ends without a traceback."""
+    import threading
+
+    import shiboken6
+    from PySide6.QtWidgets import QLabel
+
+    from rvq_viewer.gui.workers import JobSlot, live_workers
+
+    label = QLabel()
+    slot = JobSlot("survivor")
+    release = threading.Event()
+    slot.start(lambda cancel: release.wait(10) and "late", returned=label.setText)
+    shiboken6.delete(label)
+    release.set()
+    qtbot.waitUntil(lambda: live_workers() == 0 and not slot.busy, timeout=10_000)

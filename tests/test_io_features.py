@@ -220,12 +220,19 @@ def test_folder_where_nothing_is_usable_is_an_error(tmp_path):
         FeatureSource([tmp_path], D).total_frames()
 
 
-def test_big_npy_is_memory_mapped(tmp_path):
+def test_big_npy_is_read_block_by_block(tmp_path):
+    """A large .npy is not loaded whole, nor memory-mapped (a truncation would SIGBUS): blocks are read
+    from the file on demand, in C and Fortran order alike."""
     from rvq_viewer.io.features import SMALL_NPY_BYTES, open_arrays
+    from rvq_viewer.io.file_arrays import FileArray
     rows = SMALL_NPY_BYTES // (4 * D) + 10
-    np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(rows, D)).flush()
-    ((_, array),) = open_arrays(tmp_path / "big.npy")
-    assert isinstance(array, np.memmap)
+    data = rng(30).standard_normal((rows, D)).astype(np.float32)
+    for name, stored in (("big.npy", data), ("fortran.npy", np.asfortranarray(data))):
+        np.save(tmp_path / name, stored)
+        ((_, array),) = open_arrays(tmp_path / name)
+        assert isinstance(array, FileArray) and array.shape == data.shape
+        np.testing.assert_array_equal(array[rows - 7:rows - 2].numpy(), data[rows - 7:rows - 2])
+        np.testing.assert_array_equal(array[:, 3:5].numpy(), data[:, 3:5])
 
 
 def test_packed_chunks_hold_the_same_frames_in_order(tmp_path):

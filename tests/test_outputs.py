@@ -249,3 +249,22 @@ def test_a_read_only_folder_names_the_output(tmp_path):
         folder.chmod(0o700)
     assert done.stdout.strip() == f"{out}: cannot write: permission denied", done
     assert not out.exists()
+
+
+def test_a_file_size_limit_hit_mid_write_names_the_output(good, tmp_path):
+    """A real write that fails half-way (RLIMIT_FSIZE: 'File too large', as a full quota does): exit 2,
+    one line naming the output path (not a temporary, not an empty name), the previous file intact."""
+    checkpoint, features = good
+    for option, name in (("--json", "out.json"), ("--html", "out.html")):
+        out = tmp_path / name
+        out.write_text("previous")
+        command = "report" if option == "--html" else "audit"
+        code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))\n"
+                "from rvq_viewer.cli import main; sys.exit(main(sys.argv[1:]))")
+        done = subprocess.run([sys.executable, "-c", code, command, str(checkpoint), str(features), option,
+                               str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        one_error_line(done.stderr, str(out), "file too large", "left as it was")
+        assert ".tmp" not in done.stderr
+        assert out.read_text() == "previous"
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -1,5 +1,6 @@
 """Command line: `rvq-viewer info|audit|report|events|desktop ...`. Bad input exits with status 2 and one
-line on stderr; `--fail-on` verdicts exit with 3.
+line on stderr; `--fail-on` verdicts exit with 3; Ctrl+C exits with 130 and `rvq-viewer: interrupted`,
+leaving any previous output file as it was.
 
 Each command lives in its own module here with `register(subparsers)`, which sets the parser's
 `handler(args) -> int`. Add a module name to COMMAND_MODULES to add a command."""
@@ -8,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
+import signal
 import sys
+import threading
 
 from ..errors import RvqViewerError
 from ..version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+MAX_MESSAGE = 600
 COMMAND_MODULES = ("audit", "report", "events", "desktop", "warm_up")
 COMMANDS = ("info", "audit", "report", "events", "desktop", "warm-up")
 
@@ -30,15 +36,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _names_as_given()
+    previous = _interrupt_once()
     try:
+        args = build_parser().parse_args(argv)
         return args.handler(args)
     except RvqViewerError as exc:
-        print(f"rvq-viewer: error: {exc}", file=sys.stderr)
+        where = f"{_one_line(exc.path, None)}: " if exc.path else ""
+        print(f"rvq-viewer: error: {where}{_one_line(exc.reason)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # e.g. the disk is full
-        print(f"rvq-viewer: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{_one_line(str(exc.filename), None)}: " if exc.filename else ""
+        print(f"rvq-viewer: error: {where}{_one_line(exc.strerror or str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        # Outputs are written through a temporary renamed at the end, so nothing half-written is left;
+        # the CPU workers and read-ahead threads finish their current piece before the process exits.
+        # Further Ctrl+C stay ignored until then (restoring the handler would let one kill the exit).
+        previous = None
         print("rvq-viewer: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_once():
+    """Ctrl+C raises KeyboardInterrupt once; further presses are ignored while the command unwinds
+    (so the clean-up, and the one line, are not cut short). Returns the handler to restore, or None
+    off the main thread or where SIGINT is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):
+        return None
+
+    def interrupted(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    return previous
+
+
+def _names_as_given() -> None:
+    """File names that are not valid UTF-8 print as the bytes they are, in any locale, not as an
+    UnicodeEncodeError (Python's default outside the C locale)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str, limit: int | None = MAX_MESSAGE) -> str:
+    """Text shown on exactly one line (control characters, newlines included, written as escapes, as
+    a file name or a file's contents may hold them), cut to `limit` characters."""
+    text = _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text.strip())
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"

@@ -11,6 +11,7 @@ import inspect
 import threading
 from typing import Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
@@ -53,6 +54,9 @@ class JobSlot(QObject):
         self._worker: WorkerBase | None = None
         self._cancel: threading.Event | None = None
         self._generation = 0
+        # A slot deleted with its window (closed while a job runs) drops its job: the job's late
+        # signals must not reach a deleted slot or window ("Signal source has been deleted").
+        self.destroyed.connect(lambda *_: self._drop())
 
     @property
     def busy(self) -> bool:
@@ -70,8 +74,12 @@ class JobSlot(QObject):
 
         def guarded(callback):
             def call(*values):
-                if generation == self._generation and callback is not None:
-                    callback(*values)
+                if generation == self._generation and callback is not None and _alive(self):
+                    try:
+                        callback(*values)
+                    except RuntimeError as exc:   # the receiver (a panel, a window) went meanwhile
+                        if not _deleted(exc):
+                            raise
             return call
 
         handlers = {"returned": guarded(returned), "errored": guarded(errored),
@@ -94,9 +102,15 @@ class JobSlot(QObject):
 
     def cancel(self) -> None:
         """Stop the running job (if any) and drop its results."""
+        if self._drop() and _alive(self):
+            self.busy_changed.emit(False)
+
+    def _drop(self) -> bool:
+        """Cancel the job and disconnect its callbacks, touching nothing of Qt's for this slot (it may
+        be being deleted). True if there was a job."""
         worker, cancel = self._worker, self._cancel
         if worker is None:
-            return
+            return False
         self._generation += 1
         self._worker = self._cancel = None
         cancel.set()
@@ -108,12 +122,26 @@ class JobSlot(QObject):
                 getattr(worker, signal).disconnect(handler)
             except (RuntimeError, TypeError):
                 pass
-        self.busy_changed.emit(False)
+        return True
 
     def _finished(self, worker: WorkerBase, generation: int) -> None:
         if worker is self._worker and generation == self._generation:
             self._worker = self._cancel = None
-            self.busy_changed.emit(False)
+            if _alive(self):
+                self.busy_changed.emit(False)
+
+
+def _alive(obj: QObject) -> bool:
+    """False once Qt has deleted the C++ side of `obj` (its Python wrapper outlives it)."""
+    try:
+        return shiboken6.isValid(obj)
+    except (RuntimeError, TypeError):
+        return False
+
+
+def _deleted(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "has been deleted" in text or "already deleted" in text
 
 
 def live_workers() -> int:

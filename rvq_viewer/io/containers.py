@@ -4,8 +4,10 @@ Pickles go through `torch.load(weights_only=True)`, whose unpickler builds tenso
 only. A few classes that real checkpoints carry as configuration (GPT-SoVITS's `utils.HParams`,
 Lightning's `AttributeDict`, OmegaConf containers, `argparse.Namespace`, paths, numpy scalars) are
 mapped to inert stand-ins that merely store what was pickled: none of their own code runs. Any other
-global (a function, `os.system`, `builtins.open`...) is refused with `UnsafeFileError`. Every failure
-arrives as a one-line `LoadError` naming the file.
+global (a function, `os.system`, `builtins.open`...) is refused with `UnsafeFileError`. Before that,
+`pickle_scan` measures every pickle and refuses nesting, sharing and tensor counts beyond `limits.py`
+(plain data can crash or stall the process too); safetensors files are read through `file_arrays`.
+Every failure arrives as a one-line `LoadError` naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import LoadError, UnsafeFileError
+from .file_arrays import safetensors_arrays
+from .limits import check_tensors
+from .pickle_scan import check_torch_file
 
 # GPT-SoVITS v3/v4 LoRA and v2Pro files overwrite the zip magic "PK" with these two bytes.
 SOVITS_MAGICS = (b"03", b"04", b"05", b"06")
@@ -145,7 +150,7 @@ def read_container(path: str | Path) -> Any:
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if head.startswith(NPY_MAGIC):
-        return torch.from_numpy(np.array(_numpy_call(np.load, path)))
+        return array_tensor(_numpy_call(np.load, path), path)
     if head.startswith(ZIP_MAGIC) and path.suffix == ".npz":
         return _read_npz(path)
     if head[:2] in SOVITS_MAGICS:
@@ -155,21 +160,28 @@ def read_container(path: str | Path) -> Any:
         except OSError as exc:
             raise LoadError(_os_reason(exc), path) from None
         data[:2] = ZIP_MAGIC
-        return _torch_load(lambda: io.BytesIO(bytes(data)), path)
+        return load_measured(bytes(data), path)
     if head.startswith(ZIP_MAGIC) or head[:1] == PICKLE_PROTO:
-        return _torch_load(lambda: path, path)
+        return load_measured(path, path)
     if _looks_like_safetensors(head, path):
         return _read_safetensors(path)
     raise LoadError("not a checkpoint: expected a PyTorch (.pt/.pth/.ckpt/.bin), safetensors, .npy or "
                     ".npz file", path)
 
 
-def safe_torch_load(source, path: Path, mmap: bool = False) -> Any:
-    """`torch.load` restricted to tensors, plain containers and the inert stand-ins above."""
-    return _torch_load(lambda: source, path, mmap=mmap)
+def load_measured(source: Path | bytes, path: Path, map_location: str = "cpu") -> Any:
+    """`torch.load` of a file (or its bytes) restricted to tensors, plain containers and the inert
+    stand-ins above, its pickles measured first (`pickle_scan`: nesting, sharing, tensor count) and
+    its tensors checked after (`limits.check_tensors`). The one way this project runs `torch.load`.
+    With map_location="meta" the tensors carry no data (their shapes and file offsets only)."""
+    check_torch_file(source, path)
+    opener = (lambda: io.BytesIO(source)) if isinstance(source, (bytes, bytearray)) else (lambda: source)
+    obj = _torch_load(opener, path, map_location=map_location)
+    check_tensors(obj, path, meta_ok=map_location == "meta")
+    return obj
 
 
-def _torch_load(opener, path: Path, mmap: bool = False) -> Any:
+def _torch_load(opener, path: Path, mmap: bool = False, map_location: str = "cpu") -> Any:
     stand_ins: list[tuple[type, str]] = []
     for _ in range(_MAX_STAND_INS):
         try:
@@ -178,7 +190,7 @@ def _torch_load(opener, path: Path, mmap: bool = False) -> Any:
                 # read the same way, and the CLI's stderr stays one line.
                 warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("ignore", FutureWarning)
-                return torch.load(opener(), map_location="cpu", weights_only=True, mmap=mmap)
+                return torch.load(opener(), map_location=map_location, weights_only=True, mmap=mmap)
         except Exception as exc:  # the unpickler and the zip reader raise many types on bad input
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -238,21 +250,17 @@ def _looks_like_safetensors(head: bytes, path: Path) -> bool:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # SafetensorError, OSError, and whatever a hostile header provokes
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise LoadError(f"cannot read the safetensors file: {_first_line(str(exc)) or type(exc).__name__}",
-                        path) from None
+    """Every tensor, read through `file_arrays` (pread, not a memory map a truncation could fault)."""
+    return {name: array.read() for name, array in safetensors_arrays(path)}
 
 
 def _read_npz(path: Path) -> dict[str, torch.Tensor]:
     archive = _numpy_call(np.load, path)
     try:
         with archive:
-            return {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
+            return {name: array_tensor(archive[name], path, name) for name in archive.files}
+    except LoadError:
+        raise
     except Exception as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
@@ -260,6 +268,27 @@ def _read_npz(path: Path) -> dict[str, torch.Tensor]:
             raise UnsafeFileError("refused: the archive holds Python objects (a pickle)", path) from None
         raise LoadError(f"cannot read the .npz archive: {_first_line(str(exc)) or type(exc).__name__}",
                         path) from None
+
+
+def array_tensor(array: np.ndarray, path: Path, name: str = "") -> torch.Tensor:
+    """A numpy array as a tensor: other byte orders converted, types torch lacks refused in one line."""
+    array = np.asarray(array)
+    kind = array.dtype.kind
+    if kind not in "biufc":   # structured (V), datetime (M, m), strings (U, S), objects (O)
+        where = f"array {name!r} " if name else "the array "
+        raise LoadError(f"{where}holds {_dtype_name(array.dtype)} values (dtype {array.dtype.str}), not numbers",
+                        path)
+    if kind == "f" and array.dtype.itemsize > 8:       # long double: torch has no such type
+        array = array.astype(np.float64)
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    names = {"V": "structured (record)", "M": "datetime64", "m": "timedelta64", "U": "unicode string",
+             "S": "byte string", "O": "Python object"}
+    return names.get(dtype.kind, dtype.kind)
 
 
 def _numpy_call(fn, path: Path, **kwargs):

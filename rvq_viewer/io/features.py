@@ -1,8 +1,8 @@
 """Feature files streamed as chunks of frames, never all in memory at once.
 
-Accepted: `.npy` (memory-mapped, so a file larger than RAM streams), `.pt`/`.pth` (tensors or dicts of
-tensors; torch zip files are memory-mapped too), `.npz` (one member at a time) and `.safetensors`
-(sliced lazily), folders of them (recursively, sorted), and `.txt` lists of them (one path per line,
+Accepted: `.npy` (read block by block, so a file larger than RAM streams), `.pt`/`.pth` (tensors or
+dicts of tensors; torch zip files are read block by block too), `.npz` (one member at a time) and
+`.safetensors` (block by block), folders of them (recursively, sorted), and `.txt` lists of them (one path per line,
 relative to the list, `#` comments). Arrays are [T, D], [D, T], [B, D, T] or [B, T, D]; the layout is
 found from the quantizer's dimension, and `layout` settles ambiguous shapes. In files holding several
 arrays, `key` picks one by name; without it every array of the right dimension is a sequence.
@@ -12,10 +12,14 @@ quantizer that merges frames (GPT-SoVITS's stride-2 projection, SNAC's pooled le
 groups. With `pack=True` and `frame_stride` 1, short sequences are joined into full chunks, so ten
 thousand small files cost a few chunks rather than ten thousand.
 
+Large files are never memory-mapped: `file_arrays.FileArray` reads each block with pread, so a file
+that another program truncates mid-audit is a one-line error naming it, not a SIGBUS.
+
 Errors. A file named directly that cannot be used raises a one-line `LoadError` naming it. A file found
 in a folder or a list that cannot be read, or does not fit (wrong dimension, not floats, a broken
 symlink, a symlink loop, no permission), is skipped: `FeatureSource.skipped` holds each
-(path, reason) and `warnings()` the lines to show. When nothing usable is left it is an error. A NaN
+(path, reason) and `warnings()` the lines to show. When nothing usable is left it is an error. A file
+that was read fine once and fails later (truncated or replaced meanwhile) is an error, never a skip. A NaN
 or infinite frame is always an error naming the file and the frame.
 """
 
@@ -29,8 +33,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import LoadError, UnsafeFileError
-from .containers import ZIP_MAGIC, check_readable, read_head, safe_torch_load
+from ..errors import LoadError, RvqViewerError, UnsafeFileError
+from .containers import ZIP_MAGIC, check_readable, load_measured, read_head
+from .file_arrays import file_identity, npy_array, safetensors_arrays, torch_zip_array, torch_zip_is_plain
 
 EXTENSIONS = (".npy", ".pt", ".pth", ".npz", ".safetensors")
 LIST_EXTENSIONS = (".txt",)
@@ -170,8 +175,8 @@ def open_arrays(path: Path, key: str | None = None) -> list[tuple[str, object]]:
         if suffix == ".npz":
             return _select(_open_npz(path), key, path)
         if suffix == ".safetensors":
-            return _select(_open_safetensors(path), key, path)
-        obj = safe_torch_load(path, path, mmap=read_head(path, 2) == ZIP_MAGIC)
+            return _select(safetensors_arrays(path), key, path)
+        items = _open_torch(path)
     except LoadError:
         raise
     except Exception as exc:  # numpy, zipfile, safetensors and torch each raise their own types
@@ -181,17 +186,28 @@ def open_arrays(path: Path, key: str | None = None) -> list[tuple[str, object]]:
         if "allow_pickle" in reason:
             reason = "refused: the file holds pickled Python objects, not plain arrays"
         raise LoadError(f"cannot read features: {reason}", path) from None
-    return _select(_tensors_in(obj), key, path)
+    return _select(items, key, path)
 
 
 def _open_npy(path: Path):
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        _, _, dtype = _read_header(fh, version)
-    _refuse_objects(dtype, path)
+    """A small .npy read whole; a large one as a `FileArray` (read block by block, never mapped)."""
+    array = npy_array(path)
     if path.stat().st_size <= SMALL_NPY_BYTES:
         return np.load(path, allow_pickle=False)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    return array
+
+
+def _open_torch(path: Path) -> list[tuple[str, object]]:
+    """The tensors of a .pt file. A torch zip archive is loaded without its data (map_location="meta")
+    and each tensor read from the file block by block; where torch gives no file offsets (older
+    versions, compressed or big-endian archives, tensors with no data) the file is read whole."""
+    if read_head(path, 2) == ZIP_MAGIC and torch_zip_is_plain(path):
+        identity, size = file_identity(path), path.stat().st_size
+        items = _tensors_in(load_measured(path, path, map_location="meta"))
+        arrays = [(name, torch_zip_array(tensor, path, identity, size)) for name, tensor in items]
+        if all(array is not None for _, array in arrays):
+            return arrays
+    return _tensors_in(load_measured(path, path))
 
 
 def _read_header(fh, version):
@@ -208,12 +224,6 @@ def _refuse_objects(dtype, path: Path) -> None:
 def _open_npz(path: Path) -> list[tuple[str, object]]:
     archive = np.load(path, allow_pickle=False)
     return [(name, _NpzMember(path, archive, name)) for name in archive.files]
-
-
-def _open_safetensors(path: Path) -> list[tuple[str, object]]:
-    from safetensors import safe_open
-    handle = safe_open(str(path), framework="pt")
-    return [(name, _SafetensorsMember(handle, name)) for name in handle.keys()]
 
 
 def _tensors_in(obj) -> list[tuple[str, object]]:
@@ -255,17 +265,6 @@ def _npz_header(archive, name, path: Path) -> tuple[tuple, np.dtype]:
         shape, _, dtype = _read_header(fh, np.lib.format.read_magic(fh))
     _refuse_objects(dtype, path)
     return shape, dtype
-
-
-class _SafetensorsMember:
-    def __init__(self, handle, name):
-        self.handle, self.name = handle, name
-        piece = handle.get_slice(name)
-        self.shape = tuple(piece.get_shape())
-        self.dtype = piece.get_dtype()
-
-    def __getitem__(self, index):
-        return self.handle.get_slice(self.name)[index]
 
 
 def _is_float(array) -> bool:
@@ -354,6 +353,7 @@ class FeatureSource:
         self.chunk_frames = max(self.frame_stride, int(chunk_frames) - int(chunk_frames) % self.frame_stride)
         self.key = key
         self._skipped_paths = {p for p, _ in self.skipped}
+        self._opened: set[Path] = set()      # files read fine once: failing later, they changed
         self._n_files = len(set(self.files))
         self._file_skips = 0
 
@@ -386,8 +386,11 @@ class FeatureSource:
             if not out:
                 raise LoadError(f"no array has the quantizer's dimension {self.dim} "
                                 f"({', '.join(unfit[:6])}); pass --key to pick one", path)
+            self._opened.add(path)
             return out
         except LoadError as exc:
+            if path in self._opened:
+                raise LoadError(f"changed while being read ({exc.reason})", path) from None
             if path in self._explicit:
                 raise
             self.skipped.append((path, exc.reason))
@@ -425,6 +428,8 @@ class FeatureSource:
                         stop = min(length, start + self.chunk_frames)
                         try:
                             frames = _read_block(seq, start, stop, transposed)
+                        except RvqViewerError:
+                            raise
                         except Exception as exc:
                             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                                 raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Generator
 
@@ -26,6 +25,7 @@ from ..version import __version__
 from . import charts
 from .family import family_section
 from .svg import SEVERITY_COLORS
+from .text import escape, printable
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1b1b1b;margin:0;background:#f6f7f9}
@@ -293,7 +293,7 @@ def write_html(path: str | Path, result: AuditResult, quantizer: Quantizer | Non
                title: str | None = None, verdicts_b: list[Verdict] | None = None) -> Path:
     """Write the report atomically (a crash never leaves half a file) and return its path."""
     html = render_html(result, quantizer, verdicts, comparison, pairs, title, verdicts_b)
-    atomic_write_text(path, html)
+    atomic_write_text(path, printable(html))   # every name escaped already; this keeps the file UTF-8
     return Path(path)
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from html import escape
 
 import numpy as np
+
+from .text import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 SEVERITY_COLORS = {"collapse": "#c62828", "warning": "#e65100", "info": "#1565c0", "ok": "#2e7d32"}

@@ -6,6 +6,7 @@ the process never runs two pools that fight over the same cores.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import queue
@@ -91,12 +92,39 @@ class CpuWorkers:
 
         for _ in range(state["jobs"]):
             self._tasks.put(job)
-        with cond:
-            while state["jobs"] > 0:
-                cond.wait()
+        try:
+            with cond:
+                while state["jobs"] > 0:
+                    cond.wait()
+        except BaseException as exc:  # Ctrl+C (KeyboardInterrupt) while the workers run
+            _drain(cond, state, exc)
+            raise
         if state["error"] is not None:
             raise state["error"]
         return results
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the threads once their current task is done, and wait for them."""
+        for _ in self.threads:
+            self._tasks.put(None)
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def _drain(cond: threading.Condition, state: dict, exc: BaseException) -> None:
+    """After an interrupt: hand out no more items and wait for the ones started. A worker left inside
+    torch's native code while the interpreter exits is ended by force mid-call, which aborts the whole
+    process ("terminate called without an active exception"); a second Ctrl+C does not cut this short."""
+    while True:
+        try:
+            with cond:
+                if state["error"] is None:
+                    state["error"] = exc
+                while state["jobs"] > 0:
+                    cond.wait()
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _omp_setter():
@@ -120,4 +148,16 @@ def cpu_workers() -> "CpuWorkers | None":
                 n = torch.get_num_threads()
                 setter = _omp_setter() if WORKERS_ENABLED else None
                 _WORKERS = CpuWorkers(n, setter) if n > 1 and setter is not None else False
+                if _WORKERS:
+                    atexit.register(stop_cpu_workers)
     return _WORKERS or None
+
+
+def stop_cpu_workers(timeout: float = 30.0) -> None:
+    """Stop the shared workers after their current task (at exit: none may be inside native code when
+    the interpreter ends its daemon threads). `cpu_workers()` starts new ones if asked again."""
+    global _WORKERS
+    with _WORKERS_LOCK:
+        workers, _WORKERS = _WORKERS, None
+    if workers:
+        workers.close(timeout)

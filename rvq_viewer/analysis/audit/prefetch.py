@@ -5,6 +5,7 @@ ready, so reading the next chunk (an `.npy` memory-map read, a float conversion,
 which release the GIL) overlaps encoding this one. An error raised by the iterable is raised again, with
 its own type, message and traceback, in the thread that iterates; closing the prefetcher early (or
 dropping it) stops the reader after its current item and closes the iterable in the reader's thread.
+At exit (after Ctrl+C, say) `stop_readers` stops and waits for any reader still running.
 
 `PageReleaser` keeps the resident memory of a long audit bounded: pages of a memory-mapped file count
 in the process's resident set (RSS) for as long as they stay mapped, so streaming a 5 GB `.npy` would
@@ -16,11 +17,13 @@ anything fails, it does nothing.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import queue
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
@@ -37,6 +40,25 @@ def _put(q: queue.Queue, stop: threading.Event, entry) -> bool:
         except queue.Full:
             continue
     return False
+
+
+# Live reader threads and their stop flags: at exit each is stopped and waited for, since a daemon
+# thread still inside native code (a numpy copy, a torch op) when the interpreter ends is killed
+# mid-call, which aborts the process ("terminate called without an active exception").
+_READERS: "weakref.WeakKeyDictionary[threading.Thread, threading.Event]" = weakref.WeakKeyDictionary()
+
+
+def stop_readers(timeout: float = 10.0) -> None:
+    """Stop every reader after the item it is reading, and wait for them."""
+    readers = list(_READERS.items())
+    for _, stop in readers:
+        stop.set()
+    for thread, _ in readers:
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+
+
+atexit.register(stop_readers)
 
 
 def _read(source, q: queue.Queue, stop: threading.Event) -> None:
@@ -71,6 +93,7 @@ class Prefetcher(Iterator[T]):
         # garbage-collected, and its `__del__` stops the reader.
         self._thread = threading.Thread(target=_read, args=(iterable, self._queue, self._stop),
                                         name=name, daemon=True)
+        _READERS[self._thread] = self._stop
         self._thread.start()
 
     def __iter__(self) -> "Prefetcher[T]":
