@@ -415,3 +415,21 @@ def test_errors_are_rvq_viewer_errors_with_a_path(tmp_path):
     with pytest.raises(RvqViewerError) as info:
         load_quantizer(path)
     assert info.value.path == str(path) and info.value.reason
+
+
+@pytest.mark.parametrize("data, said", [
+    (b"hello world, not a model\n", "not a zip or pickle archive: starts with 'hello wo' (text)"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:00\n", "a Git LFS pointer, not the file itself"),
+    (b"\x1f\x8b\x08\x00" + bytes(40), "gzip-compressed (decompress it first)"),
+    (b"<!DOCTYPE html><html>", "an HTML page"),
+    (bytes([0xE5, 0x9D, 0x86, 0x45, 0, 1, 2, 3]), "starts with bytes e5 9d 86 45 00 01 02 03"),
+])
+def test_a_pt_file_of_something_else_says_what_its_content_is(tmp_path, data, said):
+    from rvq_viewer.errors import LoadError
+    from rvq_viewer.io.containers import read_container
+    path = tmp_path / "model.pt"
+    path.write_bytes(data)
+    with pytest.raises(LoadError) as caught:
+        read_container(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: not a checkpoint: ") and said in text and "\n" not in text

@@ -165,8 +165,29 @@ def read_container(path: str | Path) -> Any:
         return load_measured(path, path)
     if _looks_like_safetensors(head, path):
         return _read_safetensors(path)
-    raise LoadError("not a checkpoint: expected a PyTorch (.pt/.pth/.ckpt/.bin), safetensors, .npy or "
-                    ".npz file", path)
+    raise LoadError(f"not a checkpoint: {describe_content(read_head(path, 64))}", path)
+
+
+KNOWN_HEADS = [(b"version https://git-lfs", "a Git LFS pointer, not the file itself (run `git lfs pull`)"),
+               (b"\x1f\x8b", "gzip-compressed (decompress it first)"),
+               (b"PK\x03\x04", "a zip archive without a PyTorch pickle in it"),
+               (b"\x89HDF", "an HDF5 file (.h5: export its arrays as .npy)"),
+               (b"<!DOCTYPE html", "an HTML page (a download link saved instead of the file?)"),
+               (b"<html", "an HTML page (a download link saved instead of the file?)")]
+
+
+def describe_content(head: bytes) -> str:
+    """What the first bytes of a file that is none of the readable formats say it is instead."""
+    if not head:
+        return "the file is empty"
+    for magic, what in KNOWN_HEADS:
+        if head.lstrip().startswith(magic):
+            return what
+    text = head[:8]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in text):
+        shown = text.decode("ascii").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return f"not a zip or pickle archive: starts with '{shown}' (text)"
+    return f"not a zip, pickle, safetensors or .npy file: starts with bytes {text.hex(' ')}"
 
 
 def load_measured(source: Path | bytes, path: Path, map_location: str = "cpu") -> Any:
