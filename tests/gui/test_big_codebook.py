@@ -79,8 +79,9 @@ def test_map_of_65536_codes_is_one_image_and_a_kdtree(qtbot):
     raster = view.raster
     assert raster.active and len(raster._xy) == K
     vb = view.plot.getViewBox()
+    # at the view box's resolution, redrawn when it is resized
+    qtbot.waitUntil(lambda: raster.item.image.shape[:2] == (int(vb.height()), int(vb.width())), timeout=3000)
     image = raster.item.image
-    assert image.shape[:2] == (int(vb.height()), int(vb.width()))
     # a live code's pixel has a usage colour, a dead code alone in its pixel the dead colour
     code = int(np.flatnonzero(counts > 0)[7])
     x, y = view.view_position(0, code)

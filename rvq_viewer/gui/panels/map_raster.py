@@ -47,16 +47,15 @@ class MapRaster:
     def set_points(self, coords: np.ndarray, groups: list) -> None:
         """Points in `coords` [n, 2], coloured by `groups`, drawn now."""
         ordered = sorted(groups, key=lambda g: g[3])           # low z first: higher z is written over it
-        group = np.full(len(coords), -1, dtype=np.int16)
         lut = [(0, 0, 0, 0)]                                     # -1 + 1: nothing there
-        for index, (idx, brush, size, _z) in enumerate(ordered):
-            group[idx] = index
+        for _idx, brush, _size, _z in ordered:
             c = pg.mkBrush(brush).color()
             lut.append((c.red(), c.green(), c.blue(), 255))
-        drawn = np.flatnonzero(group >= 0)
-        order = drawn[np.argsort(group[drawn], kind="stable")]
-        self._xy = coords[order].astype(np.float64)
-        self._group = group[order]
+        # Points in z order, group by group (no sort: the groups already partition them).
+        order = np.concatenate([np.asarray(g[0], dtype=np.int64) for g in ordered]) if ordered else \
+            np.zeros(0, dtype=np.int64)
+        self._xy = coords[order].astype(np.float32)
+        self._group = np.repeat(np.arange(len(ordered), dtype=np.int16), [len(g[0]) for g in ordered])
         self._lut = np.array(lut, dtype=np.uint8)
         self._size = max(2, int(round(max((g[2] for g in groups), default=3.0) * 0.8)))
         self.item.show()
@@ -78,16 +77,18 @@ class MapRaster:
         height = int(min(MAX_SIDE, max(16, vb.height())))
         image = np.full((height, width), -1, dtype=np.int16)
         if len(self._xy) and x1 > x0 and y1 > y0:
-            ix = ((self._xy[:, 0] - x0) * (width / (x1 - x0))).astype(np.int64)
-            iy = ((self._xy[:, 1] - y0) * (height / (y1 - y0))).astype(np.int64)
-            # Each point a size x size square. Points come sorted by group (z) and each point's pixels are
-            # consecutive, so in the one assignment the last write to a pixel is its highest-z point's.
-            offsets = np.arange(self._size) - self._size // 2
-            dx, dy = np.meshgrid(offsets, offsets)
-            x = (ix[:, None] + dx.ravel()[None, :]).ravel()
-            y = (iy[:, None] + dy.ravel()[None, :]).ravel()
-            group = np.repeat(self._group, dx.size)
-            keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-            image.reshape(-1)[y[keep] * width + x[keep]] = group[keep]   # numpy assigns in order: last wins
+            ix = ((self._xy[:, 0] - x0) * (width / (x1 - x0))).astype(np.int32)
+            iy = ((self._xy[:, 1] - y0) * (height / (y1 - y0))).astype(np.int32)
+            keep = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
+            # One pixel per point first: points come sorted by group (z) and numpy assigns in order, so a
+            # pixel keeps its highest-z point's group. Then each point grows to a size x size square by a
+            # running maximum over shifted copies (group numbers rise with z: the top group still wins).
+            image.reshape(-1)[iy[keep] * width + ix[keep]] = self._group[keep]
+            grown = image.copy()
+            for dy in range(self._size):
+                for dx in range(self._size):
+                    if dx or dy:
+                        np.maximum(grown[dy:, dx:], image[:height - dy, :width - dx], out=grown[dy:, dx:])
+            image = grown
         self.item.setImage(self._lut[image + 1], autoLevels=False)
         self.item.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
