@@ -126,6 +126,9 @@ def test_a_process_pool_loads_the_quantizer_once_per_process(corpus):
     wrong = QuantizerRef(local.quantizer, other, spec.load)
     with pytest.raises(LoadError, match="differs on .* from the quantizer the audit was started with"):
         pickle.loads(pickle.dumps(wrong)).get()
+    missing = QuantizerRef(local.quantizer, corpus[0].parent / "elsewhere.pt", spec.load)
+    with pytest.raises(LoadError, match="elsewhere.pt: not found on worker .*: with a plain executor"):
+        pickle.loads(pickle.dumps(missing)).get()
 
 
 class _Hooked(concurrent.futures.ThreadPoolExecutor):

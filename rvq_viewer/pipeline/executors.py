@@ -85,6 +85,10 @@ class QuantizerRef:
 
 
 def _load_checked(checkpoint: str, load: LoadOptions, expected: str) -> Quantizer:
+    if not os.path.lexists(checkpoint):
+        raise LoadError(f"not found on {worker_name()}: with a plain executor each worker process loads the "
+                        "checkpoint, which must be at the same path there (a Dask client sends it instead)",
+                        checkpoint)
     quantizer = load_quantizer(checkpoint, **load.kwargs())
     if fingerprint(quantizer) != expected:
         raise LoadError(f"differs on {worker_name()} from the quantizer the audit was started with "

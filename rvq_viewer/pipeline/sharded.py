@@ -30,8 +30,10 @@ from .shards import Shard, ShardReport, plan_shards, sequences
 from .spec import AuditSpec
 
 # Shards per worker: enough that a slow worker does not hold up the end (~4 waves), not so many that
-# the scheduler's per-task cost shows. Shards stay between one chunk and MAX_SHARD_FRAMES.
+# the fixed cost of a shard shows (benchmarks/scale.py --dask: up to ~0.5 s at D=768, mostly sending
+# back the D x D input moments of every layer, against ~15 s of work in MIN_SHARD_CHUNKS chunks).
 SHARDS_PER_WORKER = 4
+MIN_SHARD_CHUNKS = 4
 MAX_SHARD_FRAMES = 1 << 22
 # Shards submitted ahead of the next one to merge, per worker.
 WINDOW_PER_WORKER = 2
@@ -52,9 +54,10 @@ class ShardedEnd:
 
 
 def shard_frames_for(total: int, workers: int, chunk_frames: int) -> int:
-    """Frames per shard: about SHARDS_PER_WORKER shards per worker, whole chunks, at most MAX_SHARD_FRAMES."""
+    """Frames per shard: about SHARDS_PER_WORKER shards per worker, between MIN_SHARD_CHUNKS chunks and
+    MAX_SHARD_FRAMES (rounded up to whole chunks by the plan)."""
     wanted = math.ceil(total / max(1, SHARDS_PER_WORKER * workers))
-    return max(chunk_frames, min(MAX_SHARD_FRAMES, wanted))
+    return max(MIN_SHARD_CHUNKS * chunk_frames, min(MAX_SHARD_FRAMES, wanted))
 
 
 def named_paths(spec: AuditSpec) -> set[Path]:
