@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from rvq_viewer.cli import main as cli
-from rvq_viewer.pipeline import AuditSpec, iter_audit_run
+from rvq_viewer.pipeline import AuditSpec, iter_audit_run, run_audit_spec
 from rvq_viewer.pipeline.cluster import dask_client, parse_address
-from rvq_viewer.errors import RvqViewerError
+from rvq_viewer.errors import LoadError, RvqViewerError
 
 from shard_corpus import (last_accumulator, same_numbers, same_outcome, same_statistics, write_checkpoint,
                           write_corpus)
@@ -137,6 +137,22 @@ def test_the_command_line_audits_on_a_running_cluster(client, tmp_path, corpus, 
     frames = local["frames"]
     assert f"shards audited on Dask {address} (2 workers), {frames} of {frames} input frames" in out
     same_numbers(local, sharded)
+
+
+def test_an_error_on_a_worker_is_the_local_one_line(client, corpus, tmp_path, capsys):
+    frames = np.random.default_rng(0).normal(size=(3 * CHUNK, 16)).astype(np.float32)
+    frames[2 * CHUNK + 7] = np.inf
+    np.save(tmp_path / "inf.npy", frames)
+    args = ["audit", str(corpus[0]), str(tmp_path / "inf.npy"), "--batch", str(CHUNK), "--quiet"]
+    assert cli(args) == 2
+    local = capsys.readouterr().err.strip()
+    assert cli(args + ["--dask", client.scheduler.address]) == 2
+    assert capsys.readouterr().err.strip() == local
+    assert local == f"rvq-viewer: error: {tmp_path / 'inf.npy'}: frame {2 * CHUNK + 7} holds NaN or infinite values"
+    spec = AuditSpec(corpus[0], (tmp_path / "inf.npy",), device="cpu", chunk_frames=CHUNK)
+    with pytest.raises(LoadError) as caught:     # in the third of three shards, counted from the file's start
+        run_audit_spec(spec, executor=client, shard_frames=CHUNK)
+    assert f"rvq-viewer: error: {caught.value}" == local
 
 
 @pytest.mark.parametrize("address", ["local:0", "local:two", ""])

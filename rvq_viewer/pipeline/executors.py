@@ -162,6 +162,9 @@ class FuturesBackend:
     def submit(self, ref, shard: Shard, job: ShardJob):
         return self.executor.submit(audit_shard, ref, shard, job)
 
+    def failed(self, future) -> bool:
+        return future.done() and not future.cancelled() and future.exception() is not None
+
     def result(self, future, shard: Shard) -> ShardResult:
         try:
             return future.result()
@@ -197,6 +200,9 @@ class DaskBackend:
 
     def submit(self, ref, shard: Shard, job: ShardJob):
         return self.client.submit(audit_shard, ref, shard, job, pure=False, key=f"rvq-shard-{shard.index}-{id(ref)}")
+
+    def failed(self, future) -> bool:
+        return future.status == "error"            # known on the client without fetching anything
 
     def result(self, future, shard: Shard) -> ShardResult:
         from distributed.scheduler import KilledWorker

@@ -3,9 +3,10 @@
     end = yield from iter_sharded(spec, quantizer, source, executor)   # AuditProgress as shards finish
 
 The shards are planned from the files' headers (`shards.plan_shards`), submitted a window at a time
-(at most `WINDOW_PER_WORKER` per worker ahead of the merge, so finished accumulators waiting for an
-earlier shard stay few), and merged strictly in shard order: the result does not depend on which shard
-finished first, and each shard is merged once, however often a worker had to re-run it. Each yield
+(at most `WINDOW_PER_WORKER` per worker ahead of the merge) and merged strictly in shard order: the
+result does not depend on which shard finished first, and each shard is merged once, however often a
+worker had to re-run it. A result is fetched when it is next to merge, so on Dask the ones waiting for
+an earlier shard stay on their workers and the client holds one accumulator. Each yield
 carries the accumulator merged so far, as the local audit's progress does. Stopping (`should_stop`) or
 closing the generator cancels every future still pending.
 
@@ -29,12 +30,13 @@ from .executors import ShardJob, ShardResult, backend_for
 from .shards import Shard, ShardReport, plan_shards, sequences
 from .spec import AuditSpec
 
-# Shards per worker: enough that a slow worker does not hold up the end (~4 waves), not so many that
-# the fixed cost of a shard shows (benchmarks/scale.py --dask: up to ~0.5 s at D=768, mostly sending
-# back the D x D input moments of every layer, against ~15 s of work in MIN_SHARD_CHUNKS chunks).
-SHARDS_PER_WORKER = 4
+# Shards per worker: enough waves that the last, partly idle one is short and a dead worker loses little,
+# few enough that the fixed cost of a shard does not show (benchmarks/scale.py --dask: ~0.4 s at D=768,
+# mostly sending back each layer's D x D input moments, against ~13 s of work in MIN_SHARD_CHUNKS chunks
+# and ~7 min in MAX_SHARD_FRAMES; docs/scaling.md).
+SHARDS_PER_WORKER = 8
 MIN_SHARD_CHUNKS = 4
-MAX_SHARD_FRAMES = 1 << 22
+MAX_SHARD_FRAMES = 1 << 21
 # Shards submitted ahead of the next one to merge, per worker.
 WINDOW_PER_WORKER = 2
 POLL_SECONDS = 0.05
@@ -88,9 +90,12 @@ def iter_sharded(spec: AuditSpec, quantizer: Quantizer, source: FeatureSource, e
 
 def _run(backend, shards: list[Shard], job: ShardJob, quantizer: Quantizer, spec: AuditSpec, end: ShardedEnd,
          window: int, should_stop) -> Generator[AuditProgress, None, None]:
+    """Submit, watch and merge. A finished shard's result is fetched only when it is next to merge, so
+    on Dask the results waiting for an earlier shard stay on the workers that made them and the client
+    holds one accumulator; a failed shard is reported as soon as it fails."""
     finished: "queue.SimpleQueue[int]" = queue.SimpleQueue()
-    pending: dict[int, object] = {}
-    waiting: dict[int, ShardResult] = {}       # finished, not merged yet (an earlier shard is still out)
+    pending: dict[int, object] = {}            # submitted, not merged yet
+    done: set[int] = set()                     # of those, finished
     submitted = merged = frames_finished = 0
     start = time.perf_counter()
     ref = backend.put(quantizer, spec)
@@ -107,14 +112,15 @@ def _run(backend, shards: list[Shard], job: ShardJob, quantizer: Quantizer, spec
                 index = finished.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
-            future = pending.pop(index, None)
-            if future is None:                  # reported twice: already taken
+            if index in done or index not in pending:    # reported twice
                 continue
-            result = backend.result(future, shards[index])
-            waiting[index] = result
+            done.add(index)
+            if backend.failed(pending[index]):
+                backend.result(pending[index], shards[index])   # raises its one-line error
             frames_finished += shards[index].frames
-            while merged in waiting:
-                _merge(end, waiting.pop(merged))
+            while merged in done:
+                _merge(end, backend.result(pending.pop(merged), shards[merged]))
+                done.discard(merged)
                 merged += 1
             end.report.merged = merged
             yield AuditProgress(frames_finished, end.frames_total, time.perf_counter() - start, end.accumulator)
