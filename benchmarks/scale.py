@@ -151,12 +151,20 @@ def dask_main(args) -> int:
         *_, last, outcome = iter_audit_run(spec, executor=executor, shard_frames=shard_frames)
         return outcome, last.accumulator, time.perf_counter() - start
 
+    def cpu_seconds(client=None) -> float:
+        """CPU time of this process (client, and a LocalCluster's scheduler) and of every worker process."""
+        own = time.process_time()
+        return own + (sum(client.run(time.process_time).values()) if client is not None else 0.0)
+
     def timed(label, spec, executor=None, workers=1):
-        load0 = loadavg()
+        load0, cpu0 = loadavg(), cpu_seconds(executor)
         outcome, acc, seconds = audit(spec, executor)
+        cpu = cpu_seconds(executor) - cpu0
         row = {"run": label, "workers": workers, "shards": outcome.shards.count if outcome.shards else 1,
-               "seconds": seconds, "fps": outcome.frames_read / seconds, "loadavg": f"{load0} -> {loadavg()}"}
-        print(f"... {label}: {row['fps']:,.0f} frames/s (load {row['loadavg']})", file=sys.stderr, flush=True)
+               "seconds": seconds, "fps": outcome.frames_read / seconds, "cpu_s": cpu,
+               "fps_per_core": outcome.frames_read / cpu, "loadavg": f"{load0} -> {loadavg()}"}
+        print(f"... {label}: {row['fps']:,.0f} frames/s, {row['fps_per_core']:,.0f} per CPU-second "
+              f"(load {row['loadavg']})", file=sys.stderr, flush=True)
         return row, acc
 
     try:
@@ -174,7 +182,7 @@ def dask_main(args) -> int:
             for _, client, _ in runs[1:]:
                 audit(spec.replace(features=(small,)), client)            # warm-up: the workers' imports
             best: dict[str, dict] = {}
-            # Interleaved rounds, best kept: on a shared machine other processes only ever slow a round down.
+            # Interleaved rounds, best kept (by wall time): on a shared machine others only ever slow a round down.
             for _ in range(args.rounds):
                 for label, client, workers in runs:
                     row, acc = timed(label, spec, client, workers)
@@ -191,10 +199,14 @@ def dask_main(args) -> int:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
     print()
-    print(f"| {'run':<28} | {'shards':>6} | {'seconds':>8} | {'frames/s':>10} | load avg |")
-    print("|" + "|".join("-" * w for w in (30, 8, 10, 12, 10)) + "|")
+    print(f"| {'run':<28} | {'shards':>6} | {'seconds':>8} | {'frames/s':>10} | {'CPU s':>6} | "
+          f"{'frames per CPU-s':>16} | load avg |")
+    print("|" + "|".join("-" * w for w in (30, 8, 10, 12, 8, 18, 10)) + "|")
     for r in rows:
-        print(f"| {r['run']:<28} | {r['shards']:>6} | {r['seconds']:>8.2f} | {r['fps']:>10,.0f} | {r['loadavg']} |")
+        print(f"| {r['run']:<28} | {r['shards']:>6} | {r['seconds']:>8.2f} | {r['fps']:>10,.0f} | {r['cpu_s']:>6.1f} | "
+              f"{r['fps_per_core']:>16,.0f} | {r['loadavg']} |")
+    print("(frames per CPU-second: frames over the CPU time of every process of the run, the client's included;"
+          " what one worker does with a core of its own)")
     print()
     print(f"scheduler round trip of a trivial task on 2 workers: {round_trip * 1e3:.2f} ms per task")
     print(f"fixed cost per shard on 2 workers (scheduling, opening the file, sending the result, merging it): "

@@ -31,9 +31,9 @@ from .shards import Shard, ShardReport, plan_shards, sequences
 from .spec import AuditSpec
 
 # Shards per worker: enough waves that the last, partly idle one is short and a dead worker loses little,
-# few enough that the fixed cost of a shard does not show (benchmarks/scale.py --dask: ~0.4 s at D=768,
-# mostly sending back each layer's D x D input moments, against ~13 s of work in MIN_SHARD_CHUNKS chunks
-# and ~7 min in MAX_SHARD_FRAMES; docs/scaling.md).
+# few enough that the fixed cost of a shard does not show (benchmarks/scale.py --dask: ~0.6 s at D=768,
+# mostly sending back each layer's D x D input moments, against ~9 s of work per core in MIN_SHARD_CHUNKS
+# chunks and ~5 min in MAX_SHARD_FRAMES; docs/scaling.md).
 SHARDS_PER_WORKER = 8
 MIN_SHARD_CHUNKS = 4
 MAX_SHARD_FRAMES = 1 << 21
