@@ -12,6 +12,9 @@ average is printed too: on a shared 2-core box other processes' CPU use shows up
     .venv/bin/python benchmarks/ui.py --repeat 8                                # a longer audit
     .venv/bin/python benchmarks/ui.py --synthetic-k 65536 --no-umap             # a huge codebook
 
+After the window, the same audit runs as the command line runs it (a fresh process, `run_audit_spec`):
+`gui_over_cli` is the window's audit time over the command line's; the goal is about 1.
+
 Prints one JSON object (and a readable summary on stderr).
 """
 
@@ -46,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--cache", help="cache folder (default: a persistent one under the system temp dir)")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--budget-ms", type=float, default=50.0, help="a gap above this counts as a stall")
+    p.add_argument("--no-cli", action="store_true", help="skip the command line's audit of the same files")
     return p.parse_args(argv)
 
 
@@ -198,12 +202,36 @@ def main(argv=None) -> int:
     over = sum(1 for v in during if v > args.budget_ms)
     result["target_met"] = bool(during) and over == 0
     window.close()
+    if snap is not None and snap.complete and not args.no_cli:
+        # The same audit as the command line runs it, in a fresh process, for the ratio the window must hold.
+        cli_s = cli_audit_seconds(checkpoint, features)
+        result["gui_audit_s"] = round(snap.elapsed, 3)
+        result["cli_audit_s"] = round(cli_s, 3)
+        result["gui_over_cli"] = round(snap.elapsed / cli_s, 2) if cli_s > 0 else None
     print(json.dumps(result, indent=1))
     print(f"window painted {result['first_paint_ms']} ms after show(); views filled {result['views_filled_s']} s "
           f"after launch, UMAP shown {result['umap_shown_s']} s; largest event-loop gap while loading, auditing "
           f"and projecting: {result['max_gap_after_first_paint_ms']} ms, {over} over {args.budget_ms:g} ms: target "
           f"{'met' if result['target_met'] else 'NOT met'} (load average {result['load_average']})", file=sys.stderr)
+    if "gui_over_cli" in result:
+        print(f"audit pass: window {result['gui_audit_s']} s, command line {result['cli_audit_s']} s "
+              f"({result['gui_over_cli']}x)", file=sys.stderr)
     return 0 if not result["timeout"] and not result["error"] else 1
+
+
+CLI_AUDIT = """
+import sys
+from rvq_viewer.pipeline import AuditSpec, run_audit_spec
+print(run_audit_spec(AuditSpec(sys.argv[1], tuple(sys.argv[2:]))).elapsed)
+"""
+
+
+def cli_audit_seconds(checkpoint: Path, features: list[Path]) -> float:
+    """Seconds of `rvq-viewer audit`'s audit pass (`AuditOutcome.elapsed`, as the window's) on the files."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", CLI_AUDIT, str(checkpoint), *map(str, features)], check=True,
+                         capture_output=True, text=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -45,6 +45,15 @@ def demo_dir() -> Path:
     return _first([CHECKOUT / "assets" / "demo", *(root / "demo" for root in installed_roots())], "healthy.pt")
 
 
+def cache_dir() -> Path:
+    """Where UMAP embeddings and numba's compiled code are kept: `RVQ_VIEWER_CACHE`, else the user's cache
+    folder (~/.cache/rvq-viewer on Linux). The app and `rvq-viewer warm-up` both use this."""
+    if os.environ.get("RVQ_VIEWER_CACHE"):
+        return Path(os.environ["RVQ_VIEWER_CACHE"])
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("rvq-viewer", appauthor=False))
+
+
 def demo_paths() -> tuple[Path, list[Path]]:
     """The bundled demo: the healthy quantizer and its held-out features."""
     root = demo_dir()

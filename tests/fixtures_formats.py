@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-BOOTSTRAP_HINT = ("install the parity peers: scripts/bootstrap.sh test (pip install --no-deps "
-                  "vector-quantize-pytorch einx frozendict loguru torch-einops-utils snac "
-                  "descript-audio-codec moshi speechtokenizer)")
+BOOTSTRAP_HINT = ("install the parity peers: scripts/bootstrap.sh test (pip install transformers omegaconf; "
+                  "pip install --no-deps vector-quantize-pytorch einx frozendict loguru torch-einops-utils snac "
+                  "descript-audio-codec moshi speechtokenizer audiocraft flashy)")
 
 
 def _package_root(name: str) -> Path:
@@ -80,6 +80,22 @@ def dac_quantize():
 def moshi_quantization():
     """moshi 0.2.13's `moshi/quantization/{base,core_vq,vq}.py`."""
     return load_by_path("moshi", "_moshi_ref", ["quantization"],
+                        ["quantization.base", "quantization.core_vq", "quantization.vq"])
+
+
+def flashy_modules():
+    """flashy 0.0.2's `state.py` (StateManager, the solvers' checkpoint state) and `utils.py`
+    (write_and_rename). Its __init__ imports dora, which needs submitit and more: the two files run by
+    path under a stand-in package registered as `flashy` itself, which audiocraft's files import."""
+    load_by_path("flashy", "flashy", [], ["state", "utils"])
+    return sys.modules["flashy.state"], sys.modules["flashy.utils"]
+
+
+def audiocraft_quantization():
+    """audiocraft 1.3.0's `audiocraft/quantization/{base,core_vq,vq}.py` (installed --no-deps: it pins
+    torch 2.1 and pulls xformers, spacy...); core_vq imports flashy, served by `flashy_modules`."""
+    flashy_modules()
+    return load_by_path("audiocraft", "_audiocraft_ref", ["quantization"],
                         ["quantization.base", "quantization.core_vq", "quantization.vq"])
 
 
@@ -283,6 +299,15 @@ def family_files(root: Path, seed: int = 0) -> dict[str, tuple[Path, str]]:
     hf = encodec_layers(g, "quantizer.", 4, 64, 16, hf=True)
     hf["encoder.layers.0.conv.weight_v"] = _rand(g, 8, 1, 7)
     put("encodec_hf", "encodec-hf", "model.safetensors", hf)
+    xcodec = {k.replace("quantizer.layers.", "quantizer.quantizers."): v
+              for k, v in encodec_layers(g, "quantizer.", 3, 64, 16, hf=True).items()}
+    xcodec["fc.weight"] = _rand(g, 16, 16)
+    path = put("xcodec", "xcodec", "model.safetensors", xcodec)
+    (path.parent / "config.json").write_text('{"model_type": "xcodec", "codebook_size": 64}')
+    wav_hf = {k.replace("quantizer.layers.0.", "quantizer."): v
+              for k, v in encodec_layers(g, "quantizer.", 1, 64, 16, hf=True).items()}
+    wav_hf["encoder.layers.0.conv.weight"] = _rand(g, 4, 1, 7)
+    put("wavtokenizer_hf", "wavtokenizer", "model.safetensors", wav_hf)
     spt = encodec_layers(g, "quantizer.vq.", 4, 64, 24)
     spt.update({"transform.weight": _rand(g, 12, 24), "transform.bias": torch.zeros(12),
                 "encoder.model.0.conv.conv.weight": _rand(g, 8, 1, 7)})

@@ -2,9 +2,10 @@
 supported family.
 
 SpeechTokenizer: its own `speechtokenizer/quantization/core_vq.py` (PyPI 1.0.1, --no-deps; the file is
-run by path since the package __init__ imports its trainer). WavTokenizer (not on PyPI) and HF
-transformers' EncodecModel (transformers not installed) are documented-layout fixtures compared with
-EnCodec's own encode, whose math both copy.
+run by path since the package __init__ imports its trainer). WavTokenizer's own Lightning layout
+(not on PyPI) and HF transformers' EncodecModel names are documented-layout fixtures here, compared with
+EnCodec's own encode, whose math both copy; transformers' own models, written by their own
+save_pretrained, are in test_formats_transformers.py.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def families(tmp_path_factory):
 
 
 FAMILIES = ["gpt_sovits", "gpt_sovits_G", "encodec", "audiocraft", "encodec_lightning", "encodec_hf",
-            "speechtokenizer", "wavtokenizer", "vqpytorch", "dac", "snac", "mimi", "mimi_hf", "moshi_rvq",
-            "codebooks"]
+            "xcodec", "wavtokenizer_hf", "speechtokenizer", "wavtokenizer", "vqpytorch", "dac", "snac", "mimi",
+            "mimi_hf", "moshi_rvq", "codebooks"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

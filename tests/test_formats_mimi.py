@@ -3,9 +3,10 @@
 Its `SplitResidualVectorQuantizer` holds all-zero codebooks when fresh, so the buffers are filled with
 random values first; the state is saved as Mimi's safetensors (bare) or `{"model": state}`.
 
-HF transformers' `MimiModel` names are tested with a fixture built from the documented key layout
-(transformers is not installed here): the same tensors renamed, expected to give moshi's codes, since
-transformers' port computes the same thing (embed_sum / clamp(cluster_usage, 1e-5), cdist argmin).
+HF transformers' `MimiModel` names are also tested with a fixture built from the documented key layout:
+the same tensors renamed, expected to give moshi's codes, since transformers' port computes the same
+thing (embed_sum / clamp(cluster_usage, 1e-5), cdist argmin); transformers' own MimiModel, written by
+its own save_pretrained, is in test_formats_transformers.py.
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ def _zip_with(name: str, data: bytes) -> bytes:
 
 
 def test_directory_given_as_a_checkpoint(tmp_path):
-    with pytest.raises(LoadError, match="is a folder, not a file"):
+    """A folder opens only as a save_pretrained (or Hugging Face cache) folder: an empty one is refused."""
+    with pytest.raises(LoadError, match="is a folder without model weights: expected a save_pretrained folder"):
         load_quantizer(tmp_path)
     assert main(["info", str(tmp_path)]) == 2
 

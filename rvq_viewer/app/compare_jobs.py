@@ -16,7 +16,7 @@ from ..analysis.compare import Comparison
 from ..errors import CancelledError, LoadError
 from ..pipeline import AuditOutcome, AuditSpec, CompareProgress, iter_compare, same_path, same_paths
 from ..pipeline import CompareOutcome as PipelineOutcome
-from ..report import write_report
+from ..report import iter_write_report
 
 
 @dataclass
@@ -157,6 +157,12 @@ def html_report_job(cancel: threading.Event, path: str | Path, a: AuditOutcome |
         raise LoadError("no complete audit to report on yet")
     if a.verdicts is None:
         raise LoadError(a.diagnosis_error or "the audit has no verdicts")
-    if cancel.is_set():
-        raise CancelledError("cancelled")
-    return write_report(html_path(path), a, compared.pipeline if compared is not None else None, title)
+    steps = iter_write_report(html_path(path), a, compared.pipeline if compared is not None else None, title)
+    while True:
+        if cancel.is_set():
+            raise CancelledError("cancelled")
+        try:
+            step = next(steps)
+        except StopIteration as done:
+            return done.value
+        yield step

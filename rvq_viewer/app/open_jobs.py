@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CancelledError, LoadError, RvqViewerError
+from ..io.formats.pretrained import is_model_folder
 from ..pipeline import AuditSpec, load, load_checkpoint, open_features
 from .session import Session
 
@@ -23,13 +24,15 @@ def check(cancel: threading.Event) -> None:
 def split_paths(cancel: threading.Event, paths: list[str | Path], have_checkpoint: bool):
     """Dropped or given paths -> (checkpoint or None, feature paths, loaded quantizer or None).
 
-    Folders are features. Among files, the first one that loads as a quantizer checkpoint is the
-    checkpoint (files other than .npy/.npz are tried first); the rest are features. If none loads and
-    a checkpoint is already open, all paths are features for it.
+    Folders are features, unless they hold model weights (a save_pretrained or Hugging Face cache
+    folder). The first candidate that loads as a quantizer checkpoint is the checkpoint (model folders,
+    then files other than .npy/.npz, then those); the rest are features. If none loads and a checkpoint
+    is already open, all paths are features for it.
     """
     paths = [Path(p) for p in paths]
     files = [p for p in paths if not p.is_dir()]
-    candidates = [p for p in files if p.suffix.lower() not in FEATURE_ONLY] + \
+    candidates = [p for p in paths if is_model_folder(p)] + \
+                 [p for p in files if p.suffix.lower() not in FEATURE_ONLY] + \
                  [p for p in files if p.suffix.lower() in FEATURE_ONLY]
     first_error = None
     for path in candidates:
@@ -56,7 +59,8 @@ def load_session(cancel: threading.Event, spec: AuditSpec, quantizer=None) -> Se
         source = open_features(spec, quantizer)
         total = source.total_frames()
     check(cancel)
-    codebooks = [c.detach().cpu().float().numpy() for c in quantizer.codebooks]
+    # What the maps place: the stored rows, or an implicit grid's cells through its project_out.
+    codebooks = [quantizer.display_codebook(i).detach().cpu().float().numpy() for i in range(quantizer.n_q)]
     norms = [np.linalg.norm(c, axis=1).astype(np.float32) for c in codebooks]
     ema_sizes = ema_dead = None
     if quantizer.has_ema:

@@ -32,7 +32,7 @@ class SeriesResult:
     perplexity: np.ndarray               # [S, L] perplexity on the features (nan: no features)
     dead_masks: list[np.ndarray] | None  # per layer [S, K] bool EMA-dead, None without EMA statistics
     features: list[Path] = field(default_factory=list)
-    note: str = ""                       # e.g. why there is no perplexity
+    note: str = ""                       # e.g. why there is no perplexity, which files were skipped
     _projections: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -42,6 +42,11 @@ class SeriesResult:
     @property
     def order(self) -> str:
         return self.series.order
+
+    @property
+    def warnings(self) -> list[str]:
+        """Files skipped for holding no quantizer, stored steps that were not numbers."""
+        return self.series.warnings
 
     @property
     def paths(self) -> list[Path]:
@@ -115,6 +120,7 @@ def series_job(cancel: threading.Event, paths: list[str | Path], features: list[
     note = outcome.note
     if not features:
         note = "no features open: open features first for usage and perplexity per step"
+    note = " ".join(filter(None, [note] + [f"{w}." for w in series.warnings]))
     yield SeriesResult(series=series, events=EventTable.from_events(report.events), ema_dead=arrays["ema_dead"],
                        used=arrays["used"], perplexity=arrays["perplexity"], dead_masks=dead_masks,
                        features=[Path(f) for f in features or []] if not outcome.note else [], note=note)

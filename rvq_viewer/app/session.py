@@ -48,7 +48,7 @@ class Session:
 
     def inputs(self) -> list[Path]:
         """Every file this session reads (an export must never be written over one of them)."""
-        return [self.checkpoint, *self.features, *(self.source.files if self.source is not None else [])]
+        return [*self.spec.read_paths(), *(self.source.files if self.source is not None else [])]
 
     def describe(self) -> str:
         q = self.quantizer

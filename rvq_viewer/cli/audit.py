@@ -36,8 +36,10 @@ def run_info(args) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     print(f"{args.checkpoint}")
-    for key in ("format", "n_q", "codebook_size", "dim", "codebook_dim", "ema_statistics", "dead_code_rule"):
-        print(f"  {key:15} {summary[key]}")
+    for key in ("format", "family", "n_q", "codebook_size", "dim", "codebook_dim", "ema_statistics",
+                "dead_code_rule", "levels", "stages", "bits", "codes_per_frame"):
+        if key in summary:
+            print(f"  {key:15} {summary[key]}")
     for note in quantizer.notes:
         print(f"  note: {note}")
     return 0

@@ -30,6 +30,8 @@ def run(args) -> int:
 
     series, report = series_events(files, args.features or None, template, progress)
     print(file=sys.stderr)
+    for warning in series.warnings:
+        print(f"rvq-viewer: warning: {warning}", file=sys.stderr)
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps(report.to_dict()))
     print(f"{len(series.entries)} checkpoints, ordered by {series.order}; steps {series.steps[0]}..{series.steps[-1]}")

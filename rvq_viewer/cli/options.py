@@ -19,12 +19,19 @@ def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-q", type=int, help="use the first N layers (Mimi: 8 of 32 by default, up to 32)")
     parser.add_argument("--skip-transform", action="store_true",
                         help="features are already projected (e.g. GPT-SoVITS features after ssl_proj)")
+    parser.add_argument("--base", type=Path, metavar="S2G",
+                        help="GPT-SoVITS v3/v4 LoRA export: the base model it was trained from (s2Gv3.pth, "
+                             "s2Gv4.pth), whose ssl_proj the LoRA file lacks")
     lookup = parser.add_mutually_exclusive_group()
     lookup.add_argument("--cosine", dest="cosine", action="store_true", default=None,
                         help="vector-quantize-pytorch: cosine-similarity codebooks (default: from config or detected)")
     lookup.add_argument("--euclidean", dest="cosine", action="store_false", help="vector-quantize-pytorch: Euclidean")
     parser.add_argument("--heads", type=int, help="vector-quantize-pytorch: heads sharing one codebook")
     parser.add_argument("--vq-strides", type=_strides, help="SNAC level strides, e.g. 4,2,1 (default: config.json)")
+    parser.add_argument("--levels", type=_levels,
+                        help="FSQ levels, e.g. 8,5,5,5 (vector-quantize-pytorch FSQ stores none), or a Stable Codec "
+                             "preset: 1x46656_400bps, 2x15625_700bps, 4x729_1000bps")
+    parser.add_argument("--stages", type=int, help="residual FSQ stages (vector-quantize-pytorch ResidualFSQ)")
 
 
 def add_audit_options(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +60,21 @@ def _strides(text: str) -> tuple[int, ...]:
     return strides
 
 
+def _levels(text: str) -> tuple[int, ...] | str:
+    """8,5,5,5 as integers; anything else (a Stable Codec preset name) as it is, for the loader to check."""
+    try:
+        levels = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        return text
+    if min(levels) < 2:
+        raise argparse.ArgumentTypeError(f"levels must be integers >= 2, got {text!r}")
+    return levels
+
+
 def load_options(args) -> LoadOptions:
     return LoadOptions(format=args.format, n_q=args.n_q, skip_transform=args.skip_transform, cosine=args.cosine,
-                       heads=args.heads, vq_strides=args.vq_strides)
+                       heads=args.heads, vq_strides=args.vq_strides, base=args.base,
+                       levels=getattr(args, "levels", None), stages=getattr(args, "stages", None))
 
 
 def spec_from_args(args, checkpoint: str | Path | None = None, features: list | None = None,

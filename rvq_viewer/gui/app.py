@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..locations import resources_dir
 
-VIEWS = ("overview", "histogram", "centroid_map", "residuals", "dead_codes")
+VIEWS = ("overview", "histogram", "centroid_map", "residuals", "dead_codes", "family")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="quantizer checkpoint (default: the bundled demo)")
     p.add_argument("features", nargs="*", help="feature files or folders to audit it on")
     p.add_argument("--device", help="auto, cpu or cuda:N (default: the last one used)")
+    p.add_argument("--levels", help="FSQ levels of the checkpoint, e.g. 8,5,5,5 (or a Stable Codec preset)")
+    p.add_argument("--stages", type=int, help="residual FSQ stages (vector-quantize-pytorch ResidualFSQ)")
     p.add_argument("--no-umap", action="store_true", help="PCA only: do not start the UMAP process")
     p.add_argument("--settings", metavar="FILE", help="settings ini file (default: the user's)")
     p.add_argument("--cache", metavar="DIR", help="cache folder for UMAP embeddings (default: the user's)")
@@ -57,8 +59,9 @@ def preload() -> None:
     torch.zeros(1)
 
 
-def create_application(argv: list[str] | None = None):
-    """The QApplication (reused if one exists), styled, with the binding work-around installed."""
+def create_application(argv: list[str] | None = None, theme_choice: str | None = None):
+    """The QApplication (reused if one exists), styled (`theme_choice`, default: the saved one), with
+    the binding work-around installed."""
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
@@ -75,9 +78,8 @@ def create_application(argv: list[str] | None = None):
     icon = resources_dir() / "rvq-viewer.svg"
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
-    qss = resources_dir() / "style.qss"
-    if qss.is_file():
-        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+    from . import settings, theme
+    theme.apply(app, theme_choice or settings.get("theme"))
     return app
 
 
@@ -99,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from .platform_check import advice, missing_libraries, uses_xcb
+    if uses_xcb():
+        missing = missing_libraries()
+        if missing:             # Qt would abort the process with a message naming at most one of them
+            print(f"rvq-viewer: error: {advice(missing)}", file=sys.stderr)
+            return 2
     from PySide6.QtCore import QTimer
 
     from . import settings
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if service is not None:
         QTimer.singleShot(300, _start_service(window, service))  # warm UMAP up once the window is up
     if args.checkpoint:
-        window.open(args.checkpoint, args.features if args.features else None)
+        window.open(args.checkpoint, args.features if args.features else None, load=_load_options(parser, args))
     else:
         checkpoint, features = demo_paths()
         if not checkpoint.is_file():
@@ -144,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     code = app.exec()
     window.shutdown()
     return code
+
+
+def _load_options(parser, args):
+    """--levels / --stages as `LoadOptions` (None when neither is given)."""
+    if args.levels is None and args.stages is None:
+        return None
+    from ..pipeline import LoadOptions
+    from .load_dialog import parse_levels
+    try:
+        levels = parse_levels(args.levels or "")
+    except ValueError as exc:
+        parser.error(f"--levels {args.levels}: {exc}")
+    return LoadOptions(levels=levels, stages=args.stages)
 
 
 def _start_service(window, service):
@@ -213,7 +234,7 @@ def _save(window, args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     widget = window
     if args.view:
-        widget = getattr(window, {"centroid_map": "map"}.get(args.view, args.view))
+        widget = getattr(window, {"centroid_map": "map", "family": "family_view"}.get(args.view, args.view))
     pixmap = widget.grab()
     if not pixmap.save(str(out), "PNG"):
         print(f"rvq-viewer: error: {out}: cannot write the PNG", file=sys.stderr)

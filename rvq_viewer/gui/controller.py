@@ -17,7 +17,7 @@ from ..app.open_jobs import Opened, open_job
 from ..app.session import Snapshot
 from ..errors import RvqViewerError
 from ..locations import demo_paths
-from ..pipeline import AuditSpec
+from ..pipeline import AuditSpec, LoadOptions
 from . import settings
 from .state import AppState
 from .workers import JobSlot
@@ -47,6 +47,8 @@ class AuditController(QObject):
         self.load_slot = JobSlot("load", self)
         self.audit_slot = JobSlot("audit", self)
         self._pending: Snapshot | None = None
+        self.last_good: tuple | None = None    # (session, snapshot) of the last complete audit
+        state.audit_finished.connect(self._finished)
         self.timer = QTimer(self)
         self.timer.setInterval(REDRAW_MS)
         self.timer.timeout.connect(self._tick)
@@ -67,13 +69,17 @@ class AuditController(QObject):
 
     # --- opening ------------------------------------------------------------------------------------------
     def open(self, checkpoint: str | Path | None = None, features: list | None = None,
-             paths: list | None = None) -> None:
-        """Open a checkpoint and/or features (see `open_jobs.open_job`); loading runs in a worker."""
+             paths: list | None = None, load: LoadOptions | None = None) -> None:
+        """Open a checkpoint and/or features (see `open_jobs.open_job`); loading runs in a worker. `load`
+        says how to read a new checkpoint (FSQ levels...); another checkpoint opened without it is read
+        with none, features opened for the open one keep its options."""
         self.audit_slot.cancel()
         self.status.emit("Loading…", 0)
         template = self.template()
         if template is None and checkpoint is not None:
             template = AuditSpec(Path(checkpoint), device=self.state.device)
+        if template is not None and (checkpoint is not None or load is not None):
+            template = template.replace(load=load or LoadOptions())
         self.load_slot.start(
             open_job, Path(checkpoint) if checkpoint else None,
             [Path(f) for f in features] if features is not None else None,
@@ -107,6 +113,7 @@ class AuditController(QObject):
         if session is None or session.source is None:
             return
         self._pending = None
+        self.state.set_failure("")
         self.status.emit(f"Auditing {session.total_frames:,} frames on {self.state.device}…", 0)
         self.audit_slot.start(audit_stream, session, self.state.device, yielded=self._yielded,
                               errored=self._audit_failed)
@@ -127,9 +134,25 @@ class AuditController(QObject):
     def _yielded(self, snapshot: Snapshot) -> None:
         self._pending = snapshot   # drawn by the next timer tick, never here
 
+    def _finished(self, snapshot: Snapshot) -> None:
+        if snapshot.complete and self.state.session is not None:
+            self.last_good = (self.state.session, snapshot)
+
     def _audit_failed(self, exc: Exception) -> None:
-        self._tick()
-        self.state.show_message(error_text(exc))
+        """Every view goes back to the last good audit (or to empty): none shows half of a failed one."""
+        self._pending = None
+        reason = error_text(exc)
+        if self.last_good is not None:
+            session, snapshot = self.last_good
+            if session is not self.state.session:
+                self.state.set_session(session)
+            self.state.set_snapshot(snapshot)
+            shown = f"; the last good audit ({session.name}) is shown"
+        else:
+            self.state.set_session(None)
+            shown = ""
+        self.state.set_failure(reason)
+        self.state.show_message(f"Audit failed: {reason}{shown}")
         self.status.emit("Audit failed", 5000)
 
     def _tick(self) -> None:

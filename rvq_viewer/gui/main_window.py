@@ -11,24 +11,25 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout,
+                               QWidget)
 
-from ..runtime import available_devices
 from ..version import __version__
-from . import settings
+from . import settings, theme, unsaved, window_settings
 from .actions import Actions
 from .compare import CompareController
 from .controller import AuditController
 from .exports import Exporter
 from .menus import build_menus
-from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, HistogramView, OverviewView,
+from .toolbar import build_toolbar
+from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, FamilyView, HistogramView, OverviewView,
                      ResidualsView)
 from .series import EventsView
 from .state import AppState
 from .trainer import TrainerPanel
 from .widgets.banner import MessageBanner
+from .widgets.fit_scroll import FitScroll
 from .widgets.progress import ProgressStrip
 from .workers import cancel_and_wait
 
@@ -37,9 +38,19 @@ FEATURE_FILTER = "Feature files (*.npy *.pt *.pth *.npz *.safetensors);;All file
 DIAGNOSIS_DOCK_WIDTH = 360
 # The central map is not a dock; a verdict that points at it names it so.
 VIEW_DOCKS = {"overview": "overview", "histogram": "histogram", "residuals": "residuals",
-              "dead_codes": "dead_codes", "centroids": None}
+              "dead_codes": "dead_codes", "centroids": None, "family": "family"}
 VIEW_LABELS = {"overview": "Overview", "histogram": "Usage histogram", "residuals": "Residual norms",
-               "dead_codes": "Dead codes", "centroids": "Centroid map"}
+               "dead_codes": "Dead codes", "centroids": "Centroid map", "family": "Levels and bits"}
+
+
+def default_size(screen: QSize) -> tuple[int, int]:
+    """The first window: most of the screen, never more than is useful."""
+    return (max(960, min(int(screen.width() * 0.94), 1800)), max(600, min(int(screen.height() * 0.94), 1120)))
+
+
+def compact_for(size: QSize) -> bool:
+    """Tabbed docks below this size: side by side, a plot would get under ~200 px."""
+    return size.width() < 1500 or size.height() < 900
 
 
 class MainWindow(QMainWindow):
@@ -64,8 +75,9 @@ class MainWindow(QMainWindow):
         self.diagnosis = DiagnosisPanel(self.state)
         self.events_view = EventsView(self.state)
         self.trainer_panel = TrainerPanel(self.state)
+        self.family_view = FamilyView(self.state)
         self.views = [self.overview, self.histogram, self.map, self.residuals, self.dead_codes, self.diagnosis,
-                      self.events_view, self.trainer_panel]
+                      self.events_view, self.trainer_panel, self.family_view]
         self.events_view.checkpoint_wanted.connect(lambda path: self.open(path))
         self.events_view.died_at_changed.connect(self.dead_codes.set_died_at)
         self.events_view.slot.busy_changed.connect(self._series_busy)
@@ -83,7 +95,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.docks: dict[str, QDockWidget] = {}
         self._build_docks()
-        self._build_toolbar()
+        build_toolbar(self)
         self._build_statusbar()
         self.commands = Actions(self)
         build_menus(self)
@@ -94,10 +106,13 @@ class MainWindow(QMainWindow):
         state.message.connect(self.show_message)
         state.view_requested.connect(self.show_view)
         state.selection.layer_changed.connect(self._layer_changed)
+        state.selection.codes_changed.connect(self._codes_changed)
         self.controller.status.connect(self._status)
         self.controller.progress.connect(self._progress)
         self.controller.busy_changed.connect(self._busy_changed)
         self.diagnosis.headline_changed.connect(self.docks["diagnosis"].setWindowTitle)
+        # Brought forward in a short bottom dock (a tab clicked at 1280x720), the trainer's plots get room.
+        self.docks["trainer"].visibilityChanged.connect(lambda shown: shown and self.show_trainer())
         self._restore_settings()
         self._update_actions()
 
@@ -124,9 +139,13 @@ class MainWindow(QMainWindow):
 
     # --- layout -------------------------------------------------------------------------------------------
     def _dock(self, widget, area, name: str, title: str) -> QDockWidget:
+        """A dock for a panel. The panel scrolls inside it when the dock is smaller than the panel's minimum,
+        so no dock forces the window past the screen and no plot is crushed below its useful size."""
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock-{name}")
-        dock.setWidget(widget)
+        scroll = FitScroll(widget)
+        scroll.setObjectName(f"scroll-{name}")
+        dock.setWidget(scroll)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
@@ -143,59 +162,47 @@ class MainWindow(QMainWindow):
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self._dock(self.histogram, right, "histogram", self.histogram.title)
         self._dock(self.residuals, right, "residuals", self.residuals.title)
-        overview = self._dock(self.overview, bottom, "overview", self.overview.title)
+        self._dock(self.overview, bottom, "overview", self.overview.title)
         self._dock(self.dead_codes, bottom, "dead_codes", self.dead_codes.title)
         self._dock(self.diagnosis, Qt.DockWidgetArea.LeftDockWidgetArea, "diagnosis", self.diagnosis.title)
-        self.splitDockWidget(self.docks["histogram"], self.docks["residuals"], Qt.Orientation.Vertical)
-        self.splitDockWidget(overview, self.docks["dead_codes"], Qt.Orientation.Horizontal)
-        for panel, name, title in ((self.events_view, "events", "Events (checkpoint series)"),
-                                   (self.trainer_panel, "trainer", "Trainer (what-if)")):
-            self.tabifyDockWidget(overview, self._dock(panel, bottom, name, title))
-        self.resize(1500, 950)
-        self.resizeDocks([self.docks["diagnosis"]], [DIAGNOSIS_DOCK_WIDTH], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["histogram"]], [660], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["histogram"], self.docks["residuals"]], [300, 320], Qt.Orientation.Vertical)
-        self.resizeDocks([overview], [300], Qt.Orientation.Vertical)
-        self.resizeDocks([overview, self.docks["dead_codes"]], [800, 700], Qt.Orientation.Horizontal)
-        overview.raise_()            # the first tab of the bottom group
-        self._default_state = self.saveState()
+        self._dock(self.events_view, bottom, "events", "Events (checkpoint series)")
+        self._dock(self.trainer_panel, bottom, "trainer", "Trainer (what-if)")
+        self._dock(self.family_view, bottom, "family", self.family_view.title)
+        self.resize(*default_size(self.screen().availableGeometry().size()))
+        self.arrange(compact_for(self.size()))
 
-    def _build_toolbar(self) -> None:
-        bar = QToolBar("Main")
-        bar.setObjectName("toolbar-main")
-        bar.setMovable(False)
-        self.addToolBar(bar)
-        self.toolbar = bar
-        self.open_button = QPushButton("Open…")
-        self.open_button.setToolTip("Open a quantizer checkpoint (Ctrl+O)")
-        self.open_button.clicked.connect(self.ask_open_checkpoint)
-        bar.addWidget(self.open_button)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Layer "))
-        self.layer_box = QComboBox()
-        self.layer_box.setObjectName("layer-box")
-        self.layer_box.setMinimumWidth(150)
-        self.layer_box.currentIndexChanged.connect(lambda i: self.selection.set_layer(i) if i >= 0 else None)
-        bar.addWidget(self.layer_box)
-        for text, step, tip in (("◀", -1, "Previous layer ([)"), ("▶", 1, "Next layer (])")):
-            button = QPushButton(text)
-            button.setToolTip(tip)
-            button.setFixedWidth(32)
-            button.clicked.connect(lambda checked=False, s=step: self.selection.step_layer(s))
-            bar.addWidget(button)
-            setattr(self, "prev_button" if step < 0 else "next_button", button)
-        bar.addSeparator()
-        bar.addWidget(QLabel(" Device "))
-        self.device_box = QComboBox()
-        self.device_box.setObjectName("device-box")
-        for name in available_devices():
-            self.device_box.addItem(name, name)
-        self.device_box.currentIndexChanged.connect(self._device_changed)
-        bar.addWidget(self.device_box)
-        self.rerun_button = QPushButton("Re-run audit")
-        self.rerun_button.setToolTip("Audit the features again (F5)")
-        self.rerun_button.clicked.connect(self.start_audit)
-        bar.addWidget(self.rerun_button)
+    def arrange(self, compact: bool) -> None:
+        """Place the docks: side by side on a large screen; on a small one (1280x720) the right and the
+        bottom docks go into tabs, so that every plot keeps a useful size instead of shrinking to a sliver."""
+        d = self.docks
+        right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        for name in ("histogram", "residuals"):
+            self.addDockWidget(right, d[name])
+        for name in ("overview", "dead_codes", "events", "trainer", "family"):
+            self.addDockWidget(bottom, d[name])
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["diagnosis"])
+        if compact:
+            self.tabifyDockWidget(d["histogram"], d["residuals"])
+            for name in ("dead_codes", "events", "trainer", "family"):
+                self.tabifyDockWidget(d["overview"], d[name])
+        else:
+            self.splitDockWidget(d["histogram"], d["residuals"], Qt.Orientation.Vertical)
+            self.splitDockWidget(d["overview"], d["dead_codes"], Qt.Orientation.Horizontal)
+            for name in ("events", "trainer", "family"):
+                self.tabifyDockWidget(d["overview"], d[name])
+        width, height = self.width(), self.height()
+        self.resizeDocks([d["diagnosis"]], [int(0.22 * width) if compact else DIAGNOSIS_DOCK_WIDTH],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([d["histogram"]], [int(0.36 * width)], Qt.Orientation.Horizontal)
+        self.resizeDocks([d["overview"]], [int(0.30 * height)], Qt.Orientation.Vertical)
+        if not compact:
+            self.resizeDocks([d["histogram"], d["residuals"]], [int(0.3 * height), int(0.32 * height)],
+                             Qt.Orientation.Vertical)
+            self.resizeDocks([d["overview"], d["dead_codes"]], [int(0.53 * width), int(0.47 * width)],
+                             Qt.Orientation.Horizontal)
+        d["histogram"].raise_()
+        d["overview"].raise_()            # the first tab of the bottom group
+        self.compact = compact
 
     def _build_statusbar(self) -> None:
         status = self.statusBar()
@@ -220,13 +227,21 @@ class MainWindow(QMainWindow):
 
     # --- opening ------------------------------------------------------------------------------------------
     def open(self, checkpoint: str | Path | None = None, features: list | None = None,
-             paths: list | None = None) -> None:
+             paths: list | None = None, load=None) -> None:
         self.banner.dismiss()
-        self.controller.open(checkpoint, features, paths)
+        self.controller.open(checkpoint, features, paths, load)
 
     def ask_open_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open quantizer checkpoint", settings.get("last_dir"),
                                               CHECKPOINT_FILTER)
+        if path:
+            settings.set("last_dir", str(Path(path).parent))
+            self.open(path)
+
+    def ask_open_model_folder(self) -> None:
+        """A transformers save_pretrained folder or a Hugging Face cache folder, as the checkpoint."""
+        path = QFileDialog.getExistingDirectory(self, "Open a model folder (save_pretrained or Hugging Face cache)",
+                                                settings.get("last_dir"))
         if path:
             settings.set("last_dir", str(Path(path).parent))
             self.open(path)
@@ -256,6 +271,8 @@ class MainWindow(QMainWindow):
         if self.reference is not None:
             self.residuals.set_reference(*self.reference)
         self.setWindowTitle(f"rvq-viewer — {session.name}" if session is not None else "rvq-viewer")
+        if session is not None and (not session.quantizer.family.learned or session.quantizer.n_tables > 1):
+            self.docks["family"].raise_()      # FSQ levels, LFQ bits, per-table usage: this family's own view
         self._update_actions()
 
     def dragEnterEvent(self, event):  # noqa: N802
@@ -365,6 +382,39 @@ class MainWindow(QMainWindow):
             dock.raise_()
         self.statusBar().showMessage(f"Evidence: {label}", 5000)
 
+    def set_theme(self, choice: str) -> None:
+        """Light, dark or the desktop's: the window and the plots already drawn restyle at once."""
+        from PySide6.QtWidgets import QApplication
+        old = theme.current()
+        new = theme.apply(QApplication.instance(), choice)
+        settings.set("theme", choice)
+        for act in self.theme_group.actions():
+            act.setChecked(act.data() == choice)
+        theme.restyle([self], old, new)          # the compare window is a child: restyled with it
+        for view in self.views:                     # texts with the theme's colours in them
+            if hasattr(view, "_show_header"):
+                view._show_header()
+        if self.state.snapshot is not None:
+            self.state.set_snapshot(self.state.snapshot)
+
+    def focus_goto(self) -> None:
+        self.goto_box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.goto_box.selectAll()
+
+    def reset_views(self) -> None:
+        for view in self.views:
+            view.reset_view()
+
+    def show_shortcuts(self) -> None:
+        from .shortcuts import ShortcutsDialog
+        self.shortcuts_dialog = ShortcutsDialog(self.commands, self)
+        self.shortcuts_dialog.show()
+
+    def _codes_changed(self, layer: int, codes) -> None:
+        if len(codes):
+            self.statusBar().showMessage(f"{len(codes):,} codes of layer {layer} boxed on the map "
+                                         "(Ctrl+D clears)", 8000)
+
     def views_ready(self, wait_umap: bool = False) -> bool:
         """Every view shows data for the newest complete audit (and UMAP, if asked to wait for it)."""
         snap = self.snapshot
@@ -393,40 +443,18 @@ class MainWindow(QMainWindow):
             widget.setEnabled(has_session)
 
     def reset_layout(self) -> None:
-        self.restoreState(self._default_state)
+        """Every dock back in the arrangement that fits the window's size now."""
         for dock in self.docks.values():
-            if dock.objectName() not in ("dock-events", "dock-trainer") or dock.isVisible():
-                dock.show()
+            dock.setFloating(False)
+            dock.show()
+        self.arrange(compact_for(self.size()))
 
     # --- settings ------------------------------------------------------------------------------------------
     def _restore_settings(self) -> None:
-        self.histogram.log_box.setChecked(settings.get("histogram/log"))
-        self.histogram.sorted_box.setChecked(settings.get("histogram/sorted"))
-        self.map.set_all_layers(settings.get("map/all_layers"))
-        self.dead_codes.set_filter(settings.get("dead/filter"))
-        if self.map.umap_box.isEnabled():
-            self.map.umap_box.setChecked(settings.get("map/umap"))
-        self.set_device(settings.get("device"))
-        self.state.set_device(self.device)
-        for act in self.device_group.actions():
-            act.setChecked(act.text() == self.device)
-        geometry = settings.get("window/geometry")
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        state = settings.get("window/state")
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+        window_settings.restore(self)
 
     def save_settings(self) -> None:
-        settings.set("window/geometry", self.saveGeometry())
-        settings.set("window/state", self.saveState())
-        settings.set("histogram/log", self.histogram.log_box.isChecked())
-        settings.set("histogram/sorted", self.histogram.sorted_box.isChecked())
-        settings.set("map/all_layers", self.map.all_layers)
-        settings.set("dead/filter", self.dead_codes.filter)
-        if self.map.umap_box.isEnabled():
-            settings.set("map/umap", self.map.umap_box.isChecked())
-        settings.sync()
+        window_settings.save(self)
 
     def about(self) -> None:
         QMessageBox.about(self, "About rvq-viewer",
@@ -445,15 +473,25 @@ class MainWindow(QMainWindow):
         for view in self.views:
             view.cleanup()
         self.compare.shutdown()
-        self.exporter.report_slot.cancel()
+        self.exporter.cancel()
         ok = cancel_and_wait(slots + [self.map.slot, self.dead_codes.slot, self.events_view.slot,
                                       self.trainer_panel.slot, self.trainer_panel.save_slot,
-                                      self.exporter.report_slot], msecs)
+                                      *self.exporter.slots], msecs)
         if self.service is not None:
             self.service.close()
         return ok
 
+    def confirm_close(self) -> bool:
+        """True to go on closing: nothing unsaved, or the user chose to discard it."""
+        return unsaved.confirm_close(self)
+
+    def _ask_unsaved(self, runs) -> str:
+        return unsaved.ask(self, runs)
+
     def closeEvent(self, event):  # noqa: N802
+        if not self._closing and not self.confirm_close():
+            event.ignore()
+            return
         if not self._closing:
             self.save_settings()
         self.shutdown()

@@ -9,6 +9,8 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 from ..runtime import available_devices
 from . import settings
+from .widgets.common import RESET_VIEW_KEY
+from .load_dialog import ask_open_with_options
 
 
 def build_menus(w) -> None:
@@ -17,6 +19,10 @@ def build_menus(w) -> None:
     state = w.state
     a.menu("file", "&File")
     a.add("file.open", "Open &checkpoint…", w.ask_open_checkpoint, "file", QKeySequence.StandardKey.Open)
+    a.add("file.open_model_folder", "Open &model folder…", w.ask_open_model_folder, "file",
+          tip="a transformers save_pretrained folder or a Hugging Face cache folder (models--org--name)")
+    a.add("file.open_options", "Open with &options…", lambda: ask_open_with_options(w), "file",
+          tip="a checkpoint with what its file cannot tell: FSQ levels and stages, format, heads")
     a.add("file.open_features", "Open &features…", w.ask_open_features, "file", "Ctrl+Shift+O")
     a.add("file.open_folder", "Open feature f&older…", w.ask_open_folder, "file")
     a.add("file.open_series", "Open checkpoint &series…", w.open_series, "file",
@@ -56,7 +62,11 @@ def build_menus(w) -> None:
     a.add("view.next_layer", "&Next layer", lambda: state.selection.step_layer(1), "view", ["]", "Alt+Right"])
     a.add("view.previous_layer", "&Previous layer", lambda: state.selection.step_layer(-1), "view",
           ["[", "Alt+Left"])
-    a.add("view.clear_code", "Clear code selection", state.selection.clear_code, "view", "Ctrl+D")
+    a.add("view.goto", "&Go to code…", w.focus_goto, "view", "Ctrl+G",
+          tip="type a code (256) or layer:code (3:256) in the toolbar")
+    a.add("view.clear_code", "Clear selection (code and box)", state.selection.clear, "view", "Ctrl+D")
+    a.add("view.reset_views", "Reset plot &views", w.reset_views, "view", RESET_VIEW_KEY,
+          tip="every plot back to all its data after zooming or panning")
     a.separator("view")
     log = a.add("view.histogram_log", "Histogram: &log scale", w.histogram.log_box.setChecked, "view", "Ctrl+L",
                 checkable=True)
@@ -71,6 +81,16 @@ def build_menus(w) -> None:
     for dock in w.docks.values():
         a.menu("view").addAction(dock.toggleViewAction())
     a.add("view.reset_layout", "Reset &layout", w.reset_layout, "view")
+    themes = a.menu("view.theme", "&Theme", "view")
+    w.theme_group = QActionGroup(w)
+    for choice, text in (("system", "Follow the &desktop"), ("light", "&Light"), ("dark", "&Dark")):
+        act = QAction(text, w, checkable=True)
+        act.setObjectName(f"action-view.theme.{choice}")
+        act.setData(choice)
+        act.setChecked(settings.get("theme") == choice)
+        act.triggered.connect(lambda checked=False, c=choice: w.set_theme(c))
+        w.theme_group.addAction(act)
+        themes.addAction(act)
 
     a.menu("audit", "&Audit")
     a.add("audit.rerun", "&Re-run", w.controller.start_audit, "audit", "F5")
@@ -101,6 +121,7 @@ def build_menus(w) -> None:
     a.menu("train").aboutToShow.connect(lambda: sync_train_actions(w))
 
     a.menu("help", "&Help")
+    a.add("help.shortcuts", "&Keyboard shortcuts", w.show_shortcuts, "help", "F1")
     a.add("help.about", "&About", w.about, "help")
 
 
@@ -125,7 +146,7 @@ def fill_recent(w) -> None:
             label += f" (+{len(feats) - 1})"
         act = menu.addAction(label)
         act.setToolTip("\n".join([str(ckpt), *feats]))
-        act.setEnabled(ckpt.is_file())
+        act.setEnabled(ckpt.exists())
         act.triggered.connect(lambda checked=False, c=ckpt, f=feats: w.open(c, f))
     if not entries:
         menu.addAction("(none)").setEnabled(False)

@@ -17,7 +17,9 @@ MAX_RECENT = 10
 
 DEFAULTS: dict[str, object] = {
     "recent": [],                  # [{"checkpoint": str, "features": [str, ...]}], newest first
-    "last_dir": "",
+    "last_dir": "",                # where the last checkpoint or features were opened from
+    "export_dir": "",              # where the last export went ("": the user's documents)
+    "theme": "system",             # "system", "light" or "dark"
     "device": "auto",
     "histogram/log": True,
     "histogram/sorted": False,
@@ -51,13 +53,21 @@ def settings_file() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where UMAP embeddings and numba's compiled functions are cached."""
+    """Where UMAP embeddings and numba's compiled functions are cached (`locations.cache_dir`)."""
     if _cache_dir is not None:
         return _cache_dir
-    if os.environ.get("RVQ_VIEWER_CACHE"):
-        return Path(os.environ["RVQ_VIEWER_CACHE"])
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericCacheLocation)
-    return Path(base or Path.home() / ".cache") / "rvq-viewer"
+    from ..locations import cache_dir as default
+    return default()
+
+
+def export_dir() -> Path:
+    """The folder export dialogs open in: the last export's, else the user's documents (never the
+    folder of the bundled demo, which a first session opens from)."""
+    saved = get("export_dir")
+    if saved and Path(saved).is_dir():
+        return Path(saved)
+    docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(docs) if docs and Path(docs).is_dir() else Path.home()
 
 
 def _store() -> QSettings:

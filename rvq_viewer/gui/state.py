@@ -31,8 +31,12 @@ class MapOverlay:
     label: str
 
 
+_NO_CODES = np.zeros(0, dtype=np.int64)
+
+
 class Selection(QObject):
-    """Selected layer and code (-1: no code). Setting a code of another layer moves the layer too.
+    """Selected layer and code (-1: no code), and a set of codes of that layer (a box drawn on the map).
+    Setting a code of another layer moves the layer too; a new layer empties the set.
 
     `layer_changed(layer)` fires before `code_changed(layer, code)`, so a view that redraws per
     layer has the right layer when the code arrives. Setting the same value again emits nothing.
@@ -40,11 +44,13 @@ class Selection(QObject):
 
     layer_changed = Signal(int)
     code_changed = Signal(int, int)
+    codes_changed = Signal(int, object)      # layer, sorted np.ndarray of codes (empty: no set)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._layer = 0
         self._code = -1
+        self._codes = _NO_CODES
         self._n_layers = 0
 
     @property
@@ -59,13 +65,35 @@ class Selection(QObject):
     def n_layers(self) -> int:
         return self._n_layers
 
+    @property
+    def codes(self) -> np.ndarray:
+        return self._codes
+
     def reset(self, n_layers: int) -> None:
-        """A new quantizer: back to layer 0, no code."""
+        """A new quantizer: back to layer 0, no code, no set."""
         self._n_layers = n_layers
         self._layer = 0
         self._code = -1
+        self._drop_codes()
         self.layer_changed.emit(0)
         self.code_changed.emit(0, -1)
+
+    def set_codes(self, layer: int, codes) -> None:
+        """A set of codes of `layer` (moving there first); an empty one clears the set."""
+        if self._n_layers == 0:
+            return
+        codes = np.unique(np.asarray(codes, dtype=np.int64).ravel())
+        codes = codes[codes >= 0]
+        self.set_layer(layer)
+        if codes.size == 0 and self._codes.size == 0:
+            return
+        self._codes = codes if codes.size else _NO_CODES
+        self.codes_changed.emit(self._layer, self._codes)
+
+    def _drop_codes(self) -> None:
+        if self._codes.size:
+            self._codes = _NO_CODES
+            self.codes_changed.emit(self._layer, _NO_CODES)
 
     def set_layer(self, layer: int) -> None:
         if self._n_layers == 0:
@@ -73,6 +101,7 @@ class Selection(QObject):
         layer = max(0, min(int(layer), self._n_layers - 1))
         if layer == self._layer:
             return
+        self._drop_codes()
         self._layer = layer
         self._code = -1
         self.layer_changed.emit(layer)
@@ -88,6 +117,7 @@ class Selection(QObject):
         layer = max(0, min(int(layer), self._n_layers - 1))
         code = int(code)
         if layer != self._layer:
+            self._drop_codes()
             self._layer = layer
             self._code = code
             self.layer_changed.emit(layer)
@@ -98,6 +128,11 @@ class Selection(QObject):
 
     def clear_code(self) -> None:
         self.set_code(self._layer, -1)
+
+    def clear(self) -> None:
+        """No code and no set (the layer stays)."""
+        self.clear_code()
+        self._drop_codes()
 
 
 class AppState(QObject):
@@ -110,6 +145,7 @@ class AppState(QObject):
     map_changed = Signal(object)         # the MapGeometry the centroid map now shows (None: none)
     overlay_changed = Signal(object)     # the MapOverlay to draw on the map (None: none)
     device_changed = Signal(str)
+    failure_changed = Signal(str)        # why the last audit failed ("" once another starts)
     message = Signal(str, str)           # text, kind ("error", "info"): shown in the window's banner
     view_requested = Signal(str)         # bring a view forward ("histogram", "centroids", ...)
 
@@ -120,6 +156,7 @@ class AppState(QObject):
         self.snapshot = None
         self.map_geometry = None
         self.overlay: MapOverlay | None = None
+        self.failure = ""
         self._device = "auto"
         self._subscribers: list[Callable] = []
         self._stale: list[Callable] = []
@@ -181,6 +218,11 @@ class AppState(QObject):
         if geometry is not self.map_geometry:
             self.map_geometry = geometry
             self.map_changed.emit(geometry)
+
+    def set_failure(self, reason: str) -> None:
+        if reason != self.failure:
+            self.failure = reason
+            self.failure_changed.emit(reason)
 
     def set_overlay(self, overlay: MapOverlay | None) -> None:
         self.overlay = overlay

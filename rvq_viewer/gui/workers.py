@@ -7,10 +7,7 @@ the view. Every started worker is remembered until it finishes, so `wait_all` ca
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
-import sys
 import threading
 from typing import Callable
 
@@ -18,36 +15,11 @@ from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
 _live: set[WorkerBase] = set()   # started and not yet finished, across all slots
-BACKGROUND_NICE = 10             # worker threads yield the CPU to the GUI thread (Linux: per thread)
-_niced: set[int] = set()
-
-
-def lower_thread_priority() -> None:
-    """Nice the calling worker thread (once per pool thread), so a busy job cannot starve the GUI."""
-    tid = threading.get_native_id()
-    if tid in _niced or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
-        return
-    _niced.add(tid)
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
-    except OSError:
-        pass
-
-
-def _in_background(fn: Callable) -> Callable:
-    """`fn` run at background priority; a generator function stays one (superqt checks)."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen(*args, **kwargs):
-            lower_thread_priority()
-            return (yield from fn(*args, **kwargs))
-        return gen
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        lower_thread_priority()
-        return fn(*args, **kwargs)
-    return call
+# Jobs run at the GUI's own priority. They used to be niced, and every thread a job started inherited it:
+# the CPU search workers and the feature reader ran at nice 10, so on a machine shared with other
+# processes the window's audit took 2-3x the command line's (benchmarks/ui.py prints both). A niced thread
+# holding the GIL also keeps the GUI thread waiting for it. The GUI stays fluid through short GIL holds
+# (staggered drawing, snapshots built off the GUI thread), not through priorities.
 
 
 def _close_when_done(worker: GeneratorWorker) -> None:
@@ -92,8 +64,7 @@ class JobSlot(QObject):
         self._generation += 1
         generation = self._generation
         cancel = threading.Event()
-        worker = create_worker(_in_background(fn), cancel, *args, _start_thread=False, _ignore_errors=True,
-                               **kwargs)
+        worker = create_worker(fn, cancel, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         if isinstance(worker, GeneratorWorker):
             _close_when_done(worker)
 

@@ -1,8 +1,9 @@
 """Loaders: checkpoints of real projects into `Quantizer`s, feature files into streamed chunks.
 
 Families (`rvq_viewer.io.formats.FORMATS`, detected from the keys): GPT-SoVITS, EnCodec, audiocraft,
-HF transformers EnCodec, SpeechTokenizer, WavTokenizer, vector-quantize-pytorch, DAC, SNAC, Moshi/Mimi
-(moshi and HF names), and plain codebook tensors.
+HF transformers EnCodec, SpeechTokenizer, WavTokenizer, vector-quantize-pytorch (VQ, heads, groups, FSQ,
+LFQ and SimVQ families), DAC, SNAC, Moshi/Mimi (moshi and HF names), X-Codec2 / NeuCodec, S3Tokenizer v2,
+Stable Codec presets, and plain codebook tensors.
 """
 
 from .checkpoints import detect_format, load_quantizer, read_checkpoint

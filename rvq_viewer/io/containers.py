@@ -71,6 +71,21 @@ class OpaqueObject(dict):
         return f"<{self.qualname} (not loaded)>"
 
 
+def plain_config(value: Any, depth: int = 0) -> Any:
+    """OmegaConf stand-ins as the plain dicts, lists and values they hold (a container's `_content`, a
+    node's `_val`), so a pickled DictConfig reads like the YAML it came from; anything else as it is."""
+    if depth > 32 or not isinstance(value, OpaqueObject) or not value.qualname.startswith("omegaconf."):
+        return value
+    if "_content" in value:
+        content = value["_content"]
+        if isinstance(content, dict):
+            return {str(k): plain_config(v, depth + 1) for k, v in content.items()}
+        if isinstance(content, (list, tuple)):
+            return [plain_config(v, depth + 1) for v in content]
+        return content          # None, or a "???" / "${...}" string
+    return plain_config(value.get("_val"), depth + 1)
+
+
 ALLOWED_GLOBALS = [(HParamsStandIn, "utils.HParams"), (HParamsStandIn, "GPT_SoVITS.utils.HParams")]
 
 # Classes seen in real checkpoints' metadata that are safe to stand in for (the stand-in runs no code
@@ -84,8 +99,13 @@ _INERT = re.compile(
     r"|numpy\.(?:_?core\.multiarray\.scalar|dtype|dtypes\.\w+)"
     r"|typing\.Any"
     r"|collections\.defaultdict"
-    r"|builtins\.(?:list|dict|set|frozenset|tuple|int|float|str|bytes|bool|complex|object)"
+    r"|builtins\.bytes"   # a type reference only: bytes(n) from pickled arguments would allocate n bytes
     r"|(?:GPT_SoVITS\.)?utils\.HParams)$")
+# Builtin types a config pickle refers to (OmegaConf records `dict` / `list` as a node's object type;
+# protocol 2, torch.save's, writes a set as a call of `__builtin__.set`): the real types, since
+# building one from the file's own values runs no code of the file's.
+_SAFE_BUILTINS = {f"builtins.{t.__name__}": t for t in
+                  (list, dict, set, frozenset, tuple, int, float, str, bool, complex, object)}
 _MAX_STAND_INS = 32
 
 
@@ -178,10 +198,11 @@ def _torch_load(opener, path: Path, mmap: bool = False) -> Any:
                     raise LoadError(f"corrupt or unsupported pickle{detail}", path) from None
                 raise LoadError(f"cannot read the PyTorch file: {_first_line(message) or type(exc).__name__}",
                                 path) from None
-            if not _INERT.match(culprit) or any(name == culprit for _, name in stand_ins):
+            allowed = culprit in _SAFE_BUILTINS or _INERT.match(culprit)
+            if not allowed or any(name == culprit for _, name in stand_ins):
                 raise UnsafeFileError(f"refused: the pickle asks to build '{culprit}', which could run code; "
                                       "rvq-viewer loads tensors and plain data only", path) from None
-            stand_ins.append((_stand_in(culprit), culprit))
+            stand_ins.append((_SAFE_BUILTINS.get(culprit) or _stand_in(culprit), culprit))
     raise UnsafeFileError("refused: the pickle names too many classes", path)
 
 
@@ -190,8 +211,13 @@ def _stand_in(qualname: str) -> type:
 
 
 def _unsupported_global(message: str) -> str | None:
+    """The full name of the global torch's unpickler refused. It looks the name up as `module.name`
+    but reports a builtin without its `builtins.` module (`dict`, not `builtins.dict`): a name with no
+    module is a builtin, and the allowlist and the stand-in are keyed by the name it looks up."""
     match = re.search(r"Unsupported global: GLOBAL (\S+) was not", message)
-    return match[1] if match else None
+    if not match:
+        return None
+    return match[1] if "." in match[1] else f"builtins.{match[1]}"
 
 
 def _weights_only_reason(message: str) -> str:

@@ -59,9 +59,8 @@ def check_spec_outputs(outputs: list[tuple[str, str | Path | None]], specs: list
     file or a file found in a feature folder) or that two outputs share."""
     inputs: list[Path] = [Path(p) for p in extra_inputs]
     for spec in specs:
-        inputs.append(spec.checkpoint)
+        inputs.extend(spec.read_paths())
         if spec.features:
-            inputs.extend(spec.features)
             inputs.extend(list_feature_files(list(spec.features), skipped=[]))
     check_outputs(outputs, inputs)
 

@@ -26,13 +26,20 @@ class LoadOptions:
     cosine: bool | None = None           # vector-quantize-pytorch lookup (None: from config or detected)
     heads: int | None = None             # vector-quantize-pytorch heads sharing one codebook
     vq_strides: tuple[int, ...] | None = None   # SNAC level strides
+    base: Path | None = None             # GPT-SoVITS v3/v4 LoRA: the base model holding ssl_proj
+    levels: tuple[int, ...] | str | None = None  # FSQ levels (8, 5, 5, 5), or a Stable Codec preset name
+    stages: int | None = None            # residual FSQ stages (vector-quantize-pytorch ResidualFSQ)
+
+    def __post_init__(self):
+        if isinstance(self.levels, list):   # frozen and hashable: a list given by a client becomes a tuple
+            object.__setattr__(self, "levels", tuple(self.levels))
 
     def kwargs(self) -> dict:
         out = {"format": self.format, "n_q": self.n_q, "skip_transform": self.skip_transform}
-        for name in ("cosine", "heads", "vq_strides"):
+        for name in ("cosine", "heads", "vq_strides", "base", "levels", "stages"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = list(value) if name == "vq_strides" else value
+                out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -56,6 +63,10 @@ class AuditSpec:
     def __post_init__(self):
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "features", tuple(Path(p) for p in self.features))
+
+    def read_paths(self) -> list[Path]:
+        """The files and folders this audit reads as given (no output may be written over one)."""
+        return [self.checkpoint, *([self.load.base] if self.load.base is not None else []), *self.features]
 
     def replace(self, **changes) -> "AuditSpec":
         return dataclasses.replace(self, **changes)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 
+from .family import VQ, Family
 from .search import nearest_codes, squared_norms
 
 
@@ -62,6 +63,12 @@ class Quantizer:
     # then run the layers in place (`rvq_viewer.analysis.audit.engine`). Subclasses with another rule
     # declare False.
     plain_residual = True
+    # What kind of quantizer this is (`rvq_viewer.quant.family`): clients read it instead of testing classes.
+    family: ClassVar[Family] = VQ
+    # Tables per layer: a layer whose frames hold several slots with a table each (vector-quantize-pytorch
+    # separate codebooks per head, groups; FSQ/LFQ num_codebooks) stores them one after another, code
+    # t*K + k for table t. Usage is per table, never pooled (vector-quantize-pytorch #109).
+    n_tables = 1
 
     format: str
     codebooks: list[torch.Tensor]
@@ -185,6 +192,22 @@ class Quantizer:
             out = out + self.layer_output(index, codes[index])
         return out
 
+    def table_names(self) -> list[str]:
+        """A name per table of a layer ("head 2", "group 1 head 0"); subclasses that know say which."""
+        return [f"table {t}" for t in range(self.n_tables)]
+
+    def family_params(self) -> dict:
+        """What a family's statistics need beside the code counts (FSQ levels, LFQ bits), plain JSON."""
+        out = {"family": self.family.name, "tables": int(self.n_tables)}
+        if self.n_tables > 1:
+            out["table_names"] = self.table_names()
+        return out
+
+    def display_codebook(self, layer: int) -> torch.Tensor:
+        """Layer `layer`'s codes as the maps should place them (the stored rows here; implicit grids
+        override this to show their cells through `project_out`)."""
+        return self.codebooks[layer]
+
     def ema_dead_codes(self, layer: int) -> torch.Tensor | None:
         """Indices of codes the checkpoint's EMA statistics call dead, by this format's rule."""
         if self.cluster_size is None:
@@ -192,6 +215,8 @@ class Quantizer:
         return self.dead_code_rule.dead_mask(self.cluster_size[layer]).nonzero().flatten()
 
     def summary(self) -> dict:
-        return {"format": self.format, "n_q": self.n_q, "codebook_size": self.codebook_size,
+        return {"format": self.format, "family": self.family.name, "n_q": self.n_q, "codebook_size": self.codebook_size,
                 "dim": self.dim, "codebook_dim": int(self.codebooks[0].shape[1]),
-                "ema_statistics": self.has_ema, "dead_code_rule": self.dead_code_rule.describe()}
+                "ema_statistics": self.has_ema,
+                "dead_code_rule": self.dead_code_rule.describe() if self.has_ema or self.family.learned
+                else f"none: an implicit grid keeps no EMA statistics (see {self.family.unused})"}

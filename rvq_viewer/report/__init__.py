@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Generator
 
 from ..analysis.audit import AuditResult, PairAccumulator
 from ..analysis.compare import Comparison
@@ -22,6 +24,7 @@ from ..io.outputs import atomic_write_text
 from ..quant import Quantizer
 from ..version import __version__
 from . import charts
+from .family import family_section
 from .svg import SEVERITY_COLORS
 
 CSS = """
@@ -210,10 +213,34 @@ def _rules_section() -> str:
     return "<h2>Rules and thresholds</h2>" + "".join(rows)
 
 
+@dataclass(frozen=True)
+class ReportStep:
+    """Progress of a report being written: `done` of `total` parts, the last one `what`."""
+
+    done: int
+    total: int
+    what: str
+
+
 def render_html(result: AuditResult, quantizer: Quantizer | None, verdicts: list[Verdict],
                 comparison: Comparison | None = None, pairs: PairAccumulator | None = None,
                 title: str | None = None, verdicts_b: list[Verdict] | None = None) -> str:
     """The report as one HTML string."""
+    steps = iter_render_html(result, quantizer, verdicts, comparison, pairs, title, verdicts_b)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_render_html(result: AuditResult, quantizer: Quantizer | None, verdicts: list[Verdict],
+                     comparison: Comparison | None = None, pairs: PairAccumulator | None = None,
+                     title: str | None = None, verdicts_b: list[Verdict] | None = None
+                     ) -> Generator[ReportStep, None, str]:
+    """The report, one part at a time: yields a `ReportStep` after each part (the overview, each layer's
+    charts, the comparison), so a caller can show progress or stop between parts; returns the HTML."""
+    total = 1 + len(result.layers) + (comparison is not None)
     q = result.quantizer
     source = quantizer.source if quantizer is not None and getattr(quantizer, "source", "") else ""
     name = title or (Path(source).name if source else "quantizer")
@@ -234,6 +261,7 @@ def render_html(result: AuditResult, quantizer: Quantizer | None, verdicts: list
     if pairs is not None and len(result.layers) > 1:
         overview.append(charts.redundancy_chart(pairs, len(result.layers)))
     body.append('<h2>Overview</h2><div class="grid">' + "".join(overview) + "</div>")
+    yield ReportStep(1, total, "overview")
     body.append("<h2>Layers</h2>")
     for report in result.layers:
         flagged = [v for v in verdicts if v.layer == report.layer and v.rank >= 2]
@@ -243,11 +271,14 @@ def render_html(result: AuditResult, quantizer: Quantizer | None, verdicts: list
             or f'{_badge("ok")} no warning'
         plots = charts.usage_chart(report)
         if quantizer is not None and report.layer < quantizer.n_q:
-            plots += charts.centroid_chart(report, quantizer.codebooks[report.layer])
+            plots += charts.centroid_chart(report, quantizer.display_codebook(report.layer))
+        plots += family_section(report)
         body.append(f'<div class="layer"><h3>Layer {report.layer}</h3><p class="muted">{tags}</p>'
                     f'<div class="grid">{plots}</div></div>')
+        yield ReportStep(2 + report.layer, total, f"layer {report.layer}")
     if comparison is not None:
         body.append(_comparison_section(comparison, verdicts_b))
+        yield ReportStep(total, total, "comparison")
     body.append(_rules_section())
     page_title = f"rvq-viewer report: {name} ({worst(verdicts)})"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -269,13 +300,27 @@ def write_html(path: str | Path, result: AuditResult, quantizer: Quantizer | Non
 def write_report(path: str | Path, outcome, compared=None, title: str | None = None) -> Path:
     """The report of a pipeline `AuditOutcome` (with the pair statistics its audit gathered) and, when
     given, of a `CompareOutcome` whose side A it is."""
+    steps = iter_write_report(path, outcome, compared, title)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def iter_write_report(path: str | Path, outcome, compared=None, title: str | None = None
+                      ) -> Generator[ReportStep, None, Path]:
+    """`write_report`, yielding a `ReportStep` after each part; nothing is written until the last one
+    (a caller that stops in between leaves no file)."""
     if outcome.verdicts is None:
         raise ValueError("no verdicts to report: the audit did not finish or its diagnosis failed")
     comparison = verdicts_b = None
     if compared is not None:
         comparison, verdicts_b = compared.comparison, compared.b.verdicts
-    return write_html(path, outcome.result, outcome.quantizer, outcome.verdicts, comparison, outcome.result.pairs,
-                      title, verdicts_b)
+    html = yield from iter_render_html(outcome.result, outcome.quantizer, outcome.verdicts, comparison,
+                                       outcome.result.pairs, title, verdicts_b)
+    atomic_write_text(path, html)
+    return Path(path)
 
 
-__all__ = ["render_html", "write_html", "write_report"]
+__all__ = ["ReportStep", "iter_render_html", "iter_write_report", "render_html", "write_html", "write_report"]

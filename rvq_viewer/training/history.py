@@ -104,6 +104,7 @@ class RunHistory:
     frames_note: str = ""
     state: str = "starting"
     saved_path: Path | None = None
+    saved_step: int = -1            # the step `saved_path` holds (-1: never saved)
     evaluation: Evaluation | None = None
     elapsed: float = 0.0
     error: str = ""

@@ -36,7 +36,7 @@ def _where() -> str:
 def _app_setup(qapp):
     """The same application set-up as `rvq-viewer` (style, pyqtgraph options, binding work-around)."""
     from rvq_viewer.gui.app import create_application
-    create_application()
+    create_application(theme_choice="light")      # not the user's saved theme: that would read their settings
     return qapp
 
 
@@ -168,7 +168,11 @@ class FakeUmapService:
 def window(qtbot):
     from rvq_viewer.gui.main_window import MainWindow
     win = MainWindow(umap_service=None)
+    # Closing at teardown must not wait on the unsaved-run question (test_trainer_panel asks it itself).
+    win._ask_unsaved = lambda unsaved: "discard"
     qtbot.addWidget(win)
+    win.resize(1500, 950)          # the offscreen screen is 800 x 600: a desktop-sized window, side by side
+    win.reset_layout()
     win.show()
     yield win
     win.close()

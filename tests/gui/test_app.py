@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QImage
 
@@ -80,18 +83,40 @@ def test_drag_and_drop_checkpoint_and_features(window, qtbot, demo):
     assert window.snapshot.result.frames == window.session.total_frames
 
 
-def test_exports_match_the_cli(loaded, tmp_path, demo):
-    files = loaded.exporter.export_all(tmp_path / "out")
+def test_exports_match_the_cli(loaded, tmp_path, demo, qtbot):
+    with qtbot.waitSignal(loaded.exporter.folder_written, timeout=60_000) as written:
+        assert loaded.exporter.export_all(tmp_path / "out")
+        assert loaded.exporter.task.isVisible()           # progress and Cancel while it writes
+    files = written.args[0]
+    assert not loaded.exporter.task.isVisible()
+    n = loaded.session.n_q
     names = sorted(p.name for p in files)
-    assert names == sorted(["overview.csv", "dead_codes_layer0.csv", "histogram_layer0.png",
-                            "centroid_map.png", "residuals.png", "audit.json"])
-    for png in ("histogram_layer0.png", "centroid_map.png", "residuals.png"):
+    assert names == sorted(["overview.csv", "audit.json", "report.html", "centroid_map.png", "residuals.png",
+                            *(f"{kind}_layer{i}.{ext}" for i in range(n)
+                              for kind, ext in (("usage", "csv"), ("dead_codes", "csv"), ("histogram", "png")))])
+    for png in ("histogram_layer0.png", "histogram_layer3.png", "centroid_map.png", "residuals.png"):
         image = QImage(str(tmp_path / "out" / png))
         assert not image.isNull() and image.width() >= 1000
-    lines = (tmp_path / "out" / "overview.csv").read_text().splitlines()
-    assert lines[0].startswith("Layer,Used / K") and len(lines) == 1 + 4
-    dead_lines = (tmp_path / "out" / "dead_codes_layer0.csv").read_text().splitlines()
-    assert dead_lines[0].startswith("layer,code,uses") and len(dead_lines) == 1 + loaded.dead_codes.model.rowCount()
+        # a title band on top: dark text pixels on white, above the plot
+        band = [image.pixelColor(x, y).lightness() for x in range(10, 600, 2) for y in range(0, 60, 2)]
+        assert min(band) < 120 and max(band) > 250
+    rows = list(csv.reader((tmp_path / "out" / "overview.csv").open()))
+    assert rows[0][:4] == ["layer", "codebook_size", "used", "utilization"] and len(rows) == 1 + n
+    for row, rep in zip(rows[1:], loaded.snapshot.result.layers):
+        assert int(row[2]) == rep.used and float(row[3]) == pytest.approx(rep.utilization)
+        assert row[11] in ("ok", "warn", "bad") and not row[12].startswith(("✔", "✖", "▲"))
+    for layer in range(n):
+        usage = list(csv.reader((tmp_path / "out" / f"usage_layer{layer}.csv").open()))
+        counts = loaded.snapshot.counts[layer]
+        assert [int(r[2]) for r in usage[1:]] == counts.tolist()
+        dead = list(csv.reader((tmp_path / "out" / f"dead_codes_layer{layer}.csv").open()))
+        assert dead[0][:3] == ["layer", "code", "uses"]
+        unused = {int(r[1]) for r in dead[1:] if r[3] == "True"}
+        assert unused == set(np.flatnonzero(counts == 0).tolist())
+    # the histogram of the selected layer in the window is the one shown there: the export left it alone
+    assert loaded.selection.layer == 0
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>") and "Layer 3" in report
 
     cli_json = tmp_path / "cli.json"
     assert cli.main(["audit", str(demo["healthy"]), *map(str, demo["features"]), "--json", str(cli_json),
@@ -128,3 +153,25 @@ def test_main_in_a_subprocess_writes_a_screenshot(tmp_path):
                           "--timeout", "30"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing.pt" in bad.stderr
+
+
+def test_a_dropped_save_pretrained_folder_is_the_checkpoint(window, qtbot, tmp_path, monkeypatch):
+    import warnings
+
+    import tqdm
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)    # no monitor thread left behind by its bars
+
+    from fixtures_transformers import frames, randomise_codebooks, small, their_codes, transformers
+    model = randomise_codebooks(transformers.EncodecModel(small("encodec")), 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(tmp_path / "encodec-small")
+    x = frames(16, n=400)
+    np.save(tmp_path / "feats.npy", x.numpy())
+    _drop(window, [tmp_path / "feats.npy", tmp_path / "encodec-small"])   # a folder of weights, not features
+    wait_views(qtbot, window)
+    assert window.session.checkpoint == tmp_path / "encodec-small"
+    assert window.session.features == [tmp_path / "feats.npy"]
+    codes = their_codes(lambda h: model.quantizer.encode(h), x)
+    for layer, counts in enumerate(window.snapshot.counts):
+        assert counts.tolist() == np.bincount(codes[layer].numpy(), minlength=64).tolist()

@@ -151,6 +151,18 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     cw.selection.set_code(0, 25)
     assert view.currentIndex().row() == model.row_of(25)
 
+    # A click on a row after scrolling selects that row's code, and the row stays the one highlighted.
+    view.scrollToTop()
+    view.verticalScrollBar().setValue(view.verticalScrollBar().maximum() // 2)
+    qtbot.wait(50)
+    clicked_row = view.rowAt(view.viewport().height() // 2)
+    rect = view.visualRect(model.index(clicked_row, 0))
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert cw.selection.code == model.code_at(clicked_row)
+    assert view.currentIndex().row() == clicked_row and view.selectionModel().isRowSelected(clicked_row)
+    assert view.rowAt(rect.center().y()) == clicked_row                 # the table did not scroll under it
+    assert model.headerData(4, Qt.Orientation.Horizontal) == "Dist. / spacing"
+
     # A click on a point of A selects it.
     target = 300
     vb = cw.projection.plot.getPlotItem().getViewBox()
@@ -180,6 +192,10 @@ def test_compare_healthy_with_collapsed_side_by_side(window, qtbot, demo, monkey
     assert not installed.codes_linked()
     cw.selection.set_code(0, 7)
     assert window.selection.code == -1
+    # Ctrl+W closes the compare window
+    cw.activateWindow()
+    QTest.keyClick(cw, Qt.Key.Key_W, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not cw.isVisible(), timeout=2000)
 
 
 def test_cancel_fail_and_close_leave_no_thread(window, qtbot, demo, tmp_path):

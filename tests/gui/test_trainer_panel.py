@@ -34,7 +34,7 @@ def test_menu_dock_and_form_follow_the_checkpoint(trainer):
     win, panel = trainer
     titles = [a.text() for a in win.menuBar().actions()]
     assert titles.index("&Train") == titles.index("&Help") - 1
-    assert panel in win.views and win.docks["trainer"].widget() is panel and win.docks["trainer"] is win.docks["trainer"]
+    assert panel in win.views and win.docks["trainer"].widget().widget() is panel
     win.commands["train.show"].trigger()
     assert win.docks["trainer"].isVisible()
     assert panel.form.n_q_spin.value() == 4 and panel.form.k_spin.value() == 512     # the open checkpoint's shape
@@ -147,6 +147,61 @@ def test_closing_the_window_stops_a_run(trainer, qtbot):
     qtbot.waitUntil(lambda: len(run) >= 1, timeout=30_000)
     win.close()                                         # the conftest fails the test on a leftover thread
     assert not panel.running
+
+
+def test_quitting_with_an_unsaved_run_asks_first(trainer, qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from rvq_viewer.gui.main_window import MainWindow
+    win, panel = trainer
+    panel.set_settings(TINY)
+    run = panel.start()
+    qtbot.waitUntil(lambda: len(run) >= 3, timeout=30_000)
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
+    assert panel.unsaved_runs() == [run]
+    # the real question: its buttons say what they do; Cancel keeps the window open
+    seen = {}
+
+    def answer(button_text):
+        def click():
+            box = next(w for w in QApplication.topLevelWidgets()
+                       if isinstance(w, QMessageBox) and w.objectName() == "unsaved-dialog" and w.isVisible())
+            seen["text"] = box.text()
+            seen["buttons"] = [b.text() for b in box.buttons()]
+            next(b for b in box.buttons() if b.text() == button_text).click()
+        QTimer.singleShot(200, click)
+    win._ask_unsaved = lambda unsaved: MainWindow._ask_unsaved(win, unsaved)
+    answer("Cancel")
+    win.close()
+    assert win.isVisible() and "1 unsaved run: run 1 (step" in seen["text"]
+    assert {"Save…", "Quit without saving", "Cancel"} <= set(seen["buttons"])
+    # Save… opens the save dialog for that run; once saved, quitting asks nothing
+    asked = []
+    panel.ask_save = lambda: (asked.append(panel.current_a()), panel.save_run(tmp_path / "kept.pt"))
+    answer("Save…")
+    win.close()
+    assert win.isVisible() and asked == [run]
+    qtbot.waitUntil(lambda: run.saved_path is not None, timeout=10_000)
+    assert panel.unsaved_runs() == []
+    win._ask_unsaved = lambda unsaved: pytest.fail("nothing unsaved: no question")
+    win.close()
+    assert not win.isVisible()
+
+
+def test_pausing_during_kmeans_init_says_when_it_will_pause(trainer, qtbot):
+    win, panel = trainer
+    panel.set_settings(dataclasses.replace(TINY, kmeans_init=True, kmeans_iters=400, codebook_size=512,
+                                           batch_size=8192))
+    run = panel.start()
+    qtbot.waitUntil(lambda: run.state == "initialising", timeout=30_000)
+    panel.pause()
+    assert "pausing when the k-means init ends" in panel.status.text()
+    qtbot.waitUntil(lambda: run.state == "paused", timeout=60_000)
+    assert "pausing when" not in panel.status.text() and "paused" in panel.status.text()
+    panel.stop()
+    qtbot.waitUntil(lambda: not panel.running, timeout=30_000)
 
 
 def test_no_features_no_start(window, qtbot, demo):

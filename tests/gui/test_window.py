@@ -32,7 +32,7 @@ def test_demo_fills_every_view_with_the_audit(loaded, demo):
     assert table.rowCount() == q.n_q
     assert table.item(0, 1).text() == f"{expected.layers[0].used} / 512"
     assert "healthy" in table.item(0, 10).text()
-    assert "EMA cluster size &lt; 2" in win.overview.info.text()
+    assert "EMA cluster size < 2" in win.overview.info.toolTip()
 
     x, y = win.histogram.curve.getData()
     assert len(x) == 513 and len(y) == 512                      # one step curve for all K codes
@@ -63,7 +63,7 @@ def test_layer_selector_and_shortcuts_move_every_view(loaded, qtbot):
     np.testing.assert_array_equal(win.histogram.counts, win.snapshot.counts[1])
     assert int(win.map.geometry.layers[0]) == 1
     assert win.dead_codes.table.layer == 1
-    assert win.residuals.select_lines[0].value() == 2
+    assert win.residuals.select_line.value() == 2
 
     QTest.keyClick(win, Qt.Key.Key_BracketLeft)
     qtbot.waitUntil(lambda: win.selection.layer == 0, timeout=2000)
@@ -117,8 +117,10 @@ def test_selecting_a_code_links_map_histogram_and_dead_codes(loaded, qtbot):
     assert win.histogram.select_line.value() == pytest.approx(picked + 0.5)
     assert f"code <b>{picked}</b>" in win.histogram.header.text()
 
-    # click a bar of the histogram -> the map highlights that point
-    target = int(np.flatnonzero(snap_counts > 0)[-1])
+    # click a bar of the histogram -> the map highlights that point (one well inside the plot: the last
+    # code's bar ends on the view box's edge)
+    live_codes = np.flatnonzero(snap_counts > 0)
+    target = int(live_codes[len(live_codes) * 3 // 4])
     hist_vb = win.histogram.plot.getPlotItem().getViewBox()
     _click_plot(qtbot, win.histogram.plot, hist_vb, target + 0.5, 1.0)
     qtbot.waitUntil(lambda: sel.code == target, timeout=2000)
@@ -138,7 +140,7 @@ def test_selecting_a_code_links_map_histogram_and_dead_codes(loaded, qtbot):
     assert win.dead_codes.selected_code() == other
 
     # hover describes the point under the cursor
-    win.map._hovered((win.map.plot.getViewBox().mapViewToScene(QPointF(*win.map.view_position(0, live))),))
+    win.map.pointer.hovered((win.map.plot.getViewBox().mapViewToScene(QPointF(*win.map.view_position(0, live))),))
     assert f"code {live}" in win.map.hover_label.text() and "count" in win.map.hover_label.text()
 
 
@@ -246,3 +248,59 @@ def test_an_export_over_the_open_checkpoint_is_refused(window, qtbot, demo, tmp_
     assert window.exporter.export(window.exporter.export_json, checkpoint) is False
     assert checkpoint.read_bytes() == before
     assert window.banner.isVisible() and "input" in window.banner.text()
+
+
+def test_a_failed_audit_leaves_every_view_on_the_last_good_one(window, qtbot, demo, tmp_path):
+    frames = np.load(demo["features"][0])
+    bad = np.concatenate([frames, frames])    # 25,100 frames: two chunks
+    bad[20_000] = np.nan                      # fails after the first chunk has been drawn
+    np.save(tmp_path / "nan.npy", bad)
+
+    # Nothing good yet: every view goes back to empty, the Diagnosis says why.
+    window.open(demo["healthy"], [tmp_path / "nan.npy"])
+    qtbot.waitUntil(lambda: bool(window.state.failure), timeout=20_000)
+    assert window.session is None and window.snapshot is None
+    assert "Audit failed" in window.diagnosis.summary.text() and "NaN" in window.diagnosis.summary.text()
+    assert "no checkpoint open" in window.histogram.header.text()
+    assert window.dead_codes.model.rowCount() == 0 and window.overview.table.rowCount() == 0
+
+    # A good audit, then a failing one: every view shows the good one again.
+    window.open(demo["collapsed"], demo["features"])
+    wait_views(qtbot, window)
+    good = window.snapshot
+    assert not window.state.failure and "Audit failed" not in window.diagnosis.summary.text()
+    window.open(demo["healthy"], [tmp_path / "nan.npy"])
+    qtbot.waitUntil(lambda: bool(window.state.failure), timeout=20_000)
+    qtbot.waitUntil(lambda: window.views_ready(), timeout=10_000)
+    assert window.session.name == "collapsed.pt" and window.snapshot is good
+    assert "Audit failed" in window.diagnosis.summary.text() and window.diagnosis.verdicts == good.verdicts
+    assert "partial" not in window.dead_codes.header.text() and "partial" not in window.histogram.header.text()
+    assert "heldout.npy" in window.trainer_panel.form.source_label.text()
+    assert "collapsed.pt" in window.windowTitle() and "last good audit" in window.banner.text()
+    assert "&#x27;" not in window.banner.text() and "&amp;" not in window.banner.text()
+
+
+def test_jobs_and_the_threads_they_start_run_at_the_windows_priority(loaded, qtbot):
+    """A niced job made every thread it started (the CPU search workers, the feature reader) niced too:
+    the window's audit ran at a third of the command line's speed on a shared machine."""
+    import os
+    import threading
+
+    from rvq_viewer.gui.workers import JobSlot
+
+    def own_nice(cancel):
+        started = {}
+        t = threading.Thread(target=lambda: started.update(nice=os.getpriority(os.PRIO_PROCESS,
+                                                                                threading.get_native_id())))
+        t.start()
+        t.join()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), started["nice"]
+
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    slot = JobSlot("nice-check")
+    with qtbot.waitSignal(slot.busy_changed, timeout=5000, check_params_cb=lambda busy: not busy):
+        seen = []
+        slot.start(own_nice, returned=seen.append)
+    assert seen == [(main, main)]
+    workers = [t for t in threading.enumerate() if t.name.startswith("rvq-worker-")]
+    assert workers and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == main for t in workers)

@@ -96,8 +96,11 @@ class PairAccumulator:
     """Joint code histograms of consecutive layers and per-layer input moments; mergeable."""
 
     def __init__(self, codebook_sizes: list[int], dims: list[int] | int | None = None,
-                 layer_strides: list[int] | None = None):
+                 layer_strides: list[int] | None = None, tables: int = 1):
         self.codebook_sizes = [int(k) for k in codebook_sizes]
+        # Tables per layer (heads, groups): pairs are counted with their table's offset, and the MI is
+        # taken within each table, so that the table a code belongs to is not counted as shared information.
+        self.tables = max(1, int(tables))
         self.layer_strides = [int(s) for s in layer_strides] if layer_strides else [1] * len(self.codebook_sizes)
         self.pairs = [_SparseCounts() for _ in range(max(0, len(self.codebook_sizes) - 1))]
         if isinstance(dims, int):
@@ -112,7 +115,7 @@ class PairAccumulator:
         """With input moments per layer where the residual lives in the codebook's own space (the plain
         rule); a layer that projects or normalises its input has no such reference, so none is kept."""
         dims = [int(c.shape[1]) for c in quantizer.codebooks] if quantizer.plain_residual else None
-        return cls(quantizer.codebook_sizes, dims, list(quantizer.layer_strides))
+        return cls(quantizer.codebook_sizes, dims, list(quantizer.layer_strides), quantizer.n_tables)
 
     # --- feeding --------------------------------------------------------------------------------
     def add_moments(self, index: int, rows: torch.Tensor) -> None:
@@ -162,7 +165,7 @@ class PairAccumulator:
 
     def copy(self) -> "PairAccumulator":
         """An independent copy (what `AuditAccumulator.copy` needs for streamed snapshots)."""
-        clone = PairAccumulator(self.codebook_sizes, None, self.layer_strides)
+        clone = PairAccumulator(self.codebook_sizes, None, self.layer_strides, self.tables)
         if self.moments is not None:
             clone.moments = [_Moments(m.total.size) for m in self.moments]
         return clone.merge(self)
@@ -186,8 +189,20 @@ class PairAccumulator:
         """MI between the codes of layers `pair` and `pair + 1`, its independence floor, and the
         redundancy scaled between them (see the module docstring)."""
         a, b, counts = self.joint(pair)
-        return mutual_information_from_joint(a, b, counts, self.codebook_sizes[pair],
-                                             self.codebook_sizes[pair + 1])
+        k_a, k_b = self.codebook_sizes[pair], self.codebook_sizes[pair + 1]
+        t = self.tables
+        if t == 1 or k_a % t or k_b % t:
+            return mutual_information_from_joint(a, b, counts, k_a, k_b)
+        ka, kb = k_a // t, k_b // t
+        parts = []
+        for table in range(t):
+            keep = (a // ka == table) & (b // kb == table)
+            parts.append(mutual_information_from_joint(a[keep] % ka, b[keep] % kb, counts[keep], ka, kb))
+        frames = sum(p["frames"] for p in parts)
+        out = {key: float(np.nanmean([p[key] for p in parts if p["frames"]])) if frames else float("nan")
+               for key in parts[0] if key != "frames"}
+        out["frames"] = frames
+        return out
 
 
 def _entropy(counts: np.ndarray) -> float:

@@ -14,7 +14,8 @@ import numpy as np
 
 from ...io.outputs import atomic_write_text
 from ...quant import Quantizer
-from .stats import AuditAccumulator, usage_metrics
+from .family import family_lines, layer_family, layer_usage
+from .stats import AuditAccumulator
 
 
 @dataclass(eq=False)
@@ -30,6 +31,9 @@ class LayerReport:
     residual_norm: dict
     rel_error: float
     snr_db: float | None
+    # Family-aware numbers (`family.layer_family`): per-table usage, FSQ level histograms, LFQ bit
+    # statistics; plain JSON types. Empty for a one-table learned codebook.
+    family: dict = field(default_factory=dict)
 
     @property
     def codebook_size(self) -> int:
@@ -76,6 +80,8 @@ class AuditResult:
             rows.append(f"{r.layer:>5} {f'{r.used}/{r.codebook_size}':>13} {r.utilization:>6.1%} "
                         f"{r.perplexity:>10.1f} {r.entropy:>7.3f} {len(r.dead_codes):>6} {ema:>8} "
                         f"{r.residual_norm['mean']:>9.4g} {r.rel_error:>8.4f} {snr:>7}")
+        for r in self.layers:
+            rows.extend(family_lines(r.layer, r.family))
         return "\n".join(rows)
 
 
@@ -83,20 +89,23 @@ def build_result(acc: AuditAccumulator, quantizer: Quantizer, complete: bool = T
                  sources: list[str] | None = None) -> AuditResult:
     """Turn accumulated sums into per-layer metrics."""
     input_sq = acc.input.sum_sq
+    params = quantizer.family_params()
     layers = []
     for index, layer in enumerate(acc.layers):
-        usage = usage_metrics(layer.counts)
+        usage = layer_usage(layer.counts, int(params.get("tables", 1)))
         ema_dead = quantizer.ema_dead_codes(index) if index < quantizer.n_q else None
         rel_error = layer.residual.sum_sq / input_sq if input_sq > 0 else float("nan")
         snr = None if rel_error == 0 else (-10 * math.log10(rel_error) if rel_error == rel_error else float("nan"))
         layers.append(LayerReport(
             layer=index, counts=layer.counts.copy(), dead_codes=np.flatnonzero(layer.counts == 0),
             ema_dead_codes=None if ema_dead is None else ema_dead.cpu().numpy().astype(np.int64),
-            residual_norm=layer.residual.summary(), rel_error=rel_error, snr_db=snr, **usage))
+            residual_norm=layer.residual.summary(), rel_error=rel_error, snr_db=snr,
+            family=layer_family(layer.counts, params), **usage))
     summary = quantizer.summary()
     described = {k: summary[k] for k in ("format", "n_q", "codebook_size", "dim")}
     # Per-layer sizes and rates, for formats where layers differ (SNAC levels, per-layer K).
     described.update(codebook_sizes=quantizer.codebook_sizes, layer_strides=list(quantizer.layer_strides))
+    described.update(params)   # family, tables (and levels / bits ...): what the family rules need
     return AuditResult(quantizer=described,
                        frames=acc.frames, layers=layers, input_norm=acc.input.summary(), complete=complete,
                        ema_dead_rule=quantizer.dead_code_rule.describe() if quantizer.has_ema else "",

@@ -15,7 +15,7 @@ from pathlib import Path
 from ...io.outputs import atomic_write_text
 from ...quant import Quantizer
 from ..audit import AuditResult, PairAccumulator
-from . import rules, thresholds
+from . import family_rules, rules, thresholds
 from .verdict import SEVERITIES, VIEWS, Verdict, severity_rank
 
 EXIT_COLLAPSE = 3
@@ -34,10 +34,13 @@ def diagnose(result: AuditResult, quantizer: Quantizer | None = None,
     """
     if pairs is None:
         pairs = result.pairs
+    family = result.quantizer.get("family")
+    learned = quantizer.family.learned if quantizer is not None else True
     layer_verdicts: list[Verdict] = []
     for report in result.layers:
-        found = rules.usage_verdicts(report, result.frames)
-        if quantizer is not None and report.layer < quantizer.n_q:
+        found = rules.usage_verdicts(report, result.frames, family) + family_rules.family_verdicts(report, family)
+        # An implicit grid (FSQ, LFQ) has no learned rows: duplicates and rank say nothing about it.
+        if quantizer is not None and report.layer < quantizer.n_q and learned:
             codebook = quantizer.codebooks[report.layer].detach().float().cpu()
             spectrum = pairs.input_spectrum(report.layer) if pairs is not None else None
             for verdict in (rules.ema_disagreement_verdict(report, quantizer),
@@ -68,8 +71,9 @@ def streaming_verdicts(result: AuditResult) -> list[Verdict]:
     same usage verdicts and adds the EMA, geometry, stage and redundancy rules: when the audit completes
     a layer's mark can gain a verdict, never change for another threshold."""
     out: list[Verdict] = []
+    family = result.quantizer.get("family")
     for report in result.layers:
-        found = rules.usage_verdicts(report, result.frames)
+        found = rules.usage_verdicts(report, result.frames, family) + family_rules.family_verdicts(report, family)
         out.extend(found or [rules.healthy_layer_verdict(report)])
     return out
 

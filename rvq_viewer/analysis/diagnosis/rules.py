@@ -8,14 +8,13 @@ import math
 import numpy as np
 import torch
 
-from ...quant import Quantizer
+from ...quant import Quantizer, family_named
 from ..audit import AuditResult, LayerReport, PairAccumulator
-from . import geometry
+from . import geometry, usage
 from .thresholds import (DB_PER_BIT, DISAGREE_FACTOR, DISAGREE_FRACTION, DUP_FACTOR, DUP_WARN_FRACTION,
                          EMA_DEAD_MAJORITY, EMA_DECAY, EMA_THRESHOLD_INFO, EMA_THRESHOLD_WARN, EXPIRY, KMEANS,
-                         LOW_RANK_RATIO, MIN_FRAMES_PER_CODE, MI_RESOLUTION_MAX, PPL_COLLAPSE, PPL_WARN,
-                         REDUNDANCY_WARN, STAGE_GAIN_FRACTION, TOP_SHARE_COLLAPSE, TOP_SHARE_WARN_FACTOR,
-                         UTIL_COLLAPSE, UTIL_WARN, severity_for, top_share, uniform_reference)
+                         LOW_RANK_RATIO, MIN_FRAMES_PER_CODE, MI_RESOLUTION_MAX, REDUNDANCY_WARN,
+                         STAGE_GAIN_FRACTION, top_share, uniform_reference)
 from .verdict import Verdict
 
 
@@ -29,71 +28,8 @@ def _fmt_pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-# --- per-layer usage ---------------------------------------------------------------------------------
-def usage_verdicts(report: LayerReport, frames: int) -> list[Verdict]:
-    counts = np.asarray(report.counts, dtype=np.int64)
-    k = counts.size
-    n = int(counts.sum()) or frames
-    util_ref, ppl_ref = uniform_reference(k, n)
-    layer = report.layer
-    out = []
-
-    util_ratio = report.utilization / util_ref if util_ref > 0 else float("nan")
-    sev = severity_for(util_ratio, UTIL_WARN, UTIL_COLLAPSE)
-    if sev != "ok":
-        out.append(_verdict(
-            "low_utilization", layer, sev,
-            f"Layer {layer}: {len(report.dead_codes)} of {k} codes unused",
-            {"used": report.used, "codebook_size": k, "utilization": report.utilization,
-             "uniform_utilization": util_ref, "ratio": util_ratio, "frames": n,
-             "warn_below": UTIL_WARN, "collapse_below": UTIL_COLLAPSE},
-            f"{report.used} of {k} codes ({_fmt_pct(report.utilization)}) receive any of the {n} frames, "
-            f"where a uniform codebook would use {_fmt_pct(util_ref)}: ratio {util_ratio:.2f} "
-            f"(warning below {UTIL_WARN}, collapse below {UTIL_COLLAPSE}).",
-            "codes initialised away from the data never win a frame, and nothing replaces them "
-            "(random init without k-means, dead-code expiry off or with a threshold that never fires)",
-            f"{KMEANS}; {EXPIRY}; or a smaller K, near the number of codes in use.",
-            "dead_codes"))
-
-    ppl_ratio = report.perplexity / ppl_ref if ppl_ref > 0 else float("nan")
-    sev = severity_for(ppl_ratio, PPL_WARN, PPL_COLLAPSE)
-    if sev != "ok":
-        out.append(_verdict(
-            "low_perplexity", layer, sev,
-            f"Layer {layer}: perplexity {report.perplexity:.0f} of K={k}",
-            {"perplexity": report.perplexity, "uniform_perplexity": ppl_ref, "ratio": ppl_ratio,
-             "entropy_normalized": report.entropy, "bits": report.entropy * math.log2(k) if k > 1 else 0.0,
-             "warn_below": PPL_WARN, "collapse_below": PPL_COLLAPSE},
-            f"The codes behave like {report.perplexity:.0f} equally used codes out of {k} "
-            f"({ppl_ratio:.2f} of a uniform codebook's {ppl_ref:.0f} on the same frames; warning below "
-            f"{PPL_WARN}, collapse below {PPL_COLLAPSE}): the layer carries "
-            f"{report.entropy * math.log2(k) if k > 1 else 0:.1f} of {math.log2(k) if k > 1 else 0:.1f} bits "
-            f"(K = {max(2, 2 ** math.ceil(math.log2(max(2.0, report.perplexity))))} would hold them).",
-            "usage concentrates on a few codes: the codebook did not spread over the data (random init, "
-            "slow EMA) or dead codes were never revived",
-            f"{KMEANS}; {EMA_DECAY}; {EXPIRY}; if the data holds no more, a smaller K near the perplexity "
-            f"costs nothing.",
-            "histogram"))
-
-    top, share = top_share(counts)
-    uniform_share = top / k
-    warn_at = min(TOP_SHARE_WARN_FACTOR * uniform_share, TOP_SHARE_COLLAPSE)
-    sev = "collapse" if share >= TOP_SHARE_COLLAPSE else ("warning" if share >= warn_at else "ok")
-    # Below K = 8 one code's fair share is already near half the frames: the rule says nothing there.
-    if sev != "ok" and n > 0 and uniform_share <= TOP_SHARE_COLLAPSE / 4:
-        out.append(_verdict(
-            "dominant_codes", layer, sev,
-            f"Layer {layer}: {top} code{'s take' if top > 1 else ' takes'} {_fmt_pct(share)} of frames",
-            {"top_codes": top, "top_share": share, "uniform_share": uniform_share,
-             "factor": share / uniform_share, "warn_at": warn_at, "collapse_at": TOP_SHARE_COLLAPSE,
-             "codes": [int(c) for c in np.argsort(counts)[::-1][:min(top, 20)]]},
-            f"The top 1% of codes ({top}) take {_fmt_pct(share)} of the frames, {share / uniform_share:.0f}x "
-            f"their uniform share (warning at {_fmt_pct(warn_at)}, collapse at {_fmt_pct(TOP_SHARE_COLLAPSE)}).",
-            "a few codes near the centre of the data absorb most frames (random or too-narrow init; "
-            "slow EMA updates keep the other codes from moving in)",
-            f"{KMEANS}; {EMA_DECAY}; {EXPIRY}.",
-            "histogram"))
-    return out
+# --- per-layer usage: `usage.py` (family- and table-aware) -----------------------------------------------
+usage_verdicts = usage.usage_verdicts
 
 
 def ema_threshold_verdict(quantizer: Quantizer) -> Verdict | None:
@@ -260,13 +196,19 @@ def rank_verdict(report: LayerReport, codebook: torch.Tensor, input_spectrum: np
 def stage_verdicts(result: AuditResult, quantizer: Quantizer | None) -> list[Verdict]:
     out = []
     previous = 0.0   # SNR in dB before any stage: the residual is the input itself
+    # An implicit grid's first stage is not fitted to its input's scale (FSQ bounds it, LFQ keeps only
+    # its sign): the stage rules judge the later stages, which refine a residual.
+    learned = family_named(result.quantizer.get("family")).learned
     for report in result.layers:
         layer = report.layer
         snr = report.snr_db
         if snr is None or snr != snr:   # perfect reconstruction, or no frames
             break
+        if layer == 0 and not learned:
+            previous = snr
+            continue
         gain = snr - previous
-        k = report.codebook_size
+        k = usage.table_k(report)
         dim = int(quantizer.codebooks[layer].shape[1]) if quantizer is not None and layer < quantizer.n_q \
             else int(result.quantizer.get("dim", 1))
         budget = DB_PER_BIT * math.log2(k) / dim if k > 1 else 0.0
@@ -341,7 +283,7 @@ def quantizer_verdicts(result: AuditResult, quantizer: Quantizer | None,
                        layer_verdicts: list[Verdict]) -> list[Verdict]:
     """The whole-quantizer verdicts: frames per code and the summary (first in the list)."""
     out = []
-    k = max((r.codebook_size for r in result.layers), default=0)
+    k = max((usage.table_k(r) for r in result.layers), default=0)
     frames = result.frames
     if k and frames < MIN_FRAMES_PER_CODE * k:
         util, ppl = uniform_reference(k, max(frames, 1))
@@ -359,8 +301,8 @@ def quantizer_verdicts(result: AuditResult, quantizer: Quantizer | None,
     collapsed = sorted({v.layer for v in layer_verdicts if v.severity == "collapse" and v.layer is not None})
     warned = sorted({v.layer for v in layer_verdicts if v.severity == "warning" and v.layer is not None})
     entropies = [r.entropy for r in result.layers]
-    bits = sum(r.entropy * math.log2(r.codebook_size) for r in result.layers if r.codebook_size > 1)
-    budget = sum(math.log2(r.codebook_size) for r in result.layers if r.codebook_size > 1)
+    bits = sum(usage.layer_bits(r)[0] for r in result.layers)
+    budget = sum(usage.layer_bits(r)[1] for r in result.layers)
     evidence = {"n_q": len(result.layers), "codebook_size": k, "frames": frames,
                 "effective_percentage": float(np.mean(entropies)) if entropies else 0.0,
                 "bits_used": bits, "bits_budget": budget,
@@ -397,6 +339,8 @@ def quantizer_verdicts(result: AuditResult, quantizer: Quantizer | None,
 def healthy_layer_verdict(report: LayerReport) -> Verdict:
     k = report.codebook_size
     n = int(sum(report.counts))
+    tables = max(1, k // usage.table_k(report))
+    k, n = k // tables, n // tables          # utilization and perplexity are means over the tables
     util_ref, ppl_ref = uniform_reference(k, n) if n else (0.0, 0.0)
     _, share = top_share(np.asarray(report.counts))
     return _verdict(
@@ -404,6 +348,7 @@ def healthy_layer_verdict(report: LayerReport) -> Verdict:
         {"utilization": report.utilization, "utilization_ratio": report.utilization / util_ref if util_ref else 0.0,
          "perplexity": report.perplexity, "perplexity_ratio": report.perplexity / ppl_ref if ppl_ref else 0.0,
          "top_share": share, "snr_db": report.snr_db},
-        f"{report.used}/{k} codes used ({_fmt_pct(report.utilization)}), perplexity {report.perplexity:.0f}, "
+        f"{report.used}/{report.codebook_size} codes used ({_fmt_pct(report.utilization)}), perplexity "
+        f"{report.perplexity:.0f}{f' (mean of {tables} tables)' if tables > 1 else ''}, "
         f"top 1% of codes take {_fmt_pct(share)} of frames.",
         "", "nothing to change.", "histogram")

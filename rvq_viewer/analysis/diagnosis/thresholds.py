@@ -96,10 +96,44 @@ MI_RESOLUTION_MAX = 0.5
 """When independent codes with the same marginals would already show an MI above half of H(b), the N
 frames are too few to measure the MI (need N >> used_a x used_b): say so instead of judging."""
 
+# --- implicit grids: FSQ and LFQ ----------------------------------------------------------------------
+# An FSQ or LFQ grid has no learned rows to go dead: its failure is a dimension (or a bit) that stops
+# carrying information. Each rule compares a dimension with what its own size allows (log2 L bits for L
+# levels, 1 bit per LFQ bit), so one constant means the same for L = 3 and L = 17, d = 4 and d = 18; the
+# share of grid cells used goes through the usage rules above, with K = prod(levels) or 2^d.
+BIT_RULE_MIN_FRAMES = 32
+"""The per-dimension rules judge only on at least 32 frames: a balanced bit (or a dimension spread over
+its levels) stays constant by chance with probability <= 2^-31 there; below, they are silent."""
+FSQ_DIM_BITS_WARN = 0.5
+"""Warning when an FSQ dimension carries under half of its log2 L bits (entropy of its level histogram):
+5 levels used as 2 is 1 bit of 2.32. FSQ (Mentzer et al. 2023, arXiv 2309.15505) reports near-complete
+codebook usage because each dimension spreads over its levels; a dimension at half has lost half its
+rate. A dimension pinned at one level (0 bits) is a collapse: the grid is L_j times smaller than it looks."""
+FSQ_EDGE_SHARE_WARN = 0.9
+"""Warning when 90% of a dimension's frames sit at its two edge levels while a uniform use would put at
+most half there (L >= 4): the bounding tanh saturates, so the dimension works as a binary one (the
+projected input is too large for the bound; arXiv 2411.19842 s3.2 on FSQ's edge behaviour)."""
+LFQ_BIT_ENTROPY_WARN = 0.5
+"""Warning when an LFQ bit carries under 0.5 bit (set on fewer than 11% or more than 89% of frames). LFQ
+(MAGVIT-v2, arXiv 2310.05737) trains with an entropy penalty whose batch term is highest for balanced,
+independent bits; users see utilization fall when that term loses (vector-quantize-pytorch #154). A bit
+that never flips (a dead bit) is a collapse: half of the 2^d codes can never be chosen."""
+LFQ_CORRELATION_WARN = 0.8
+"""Warning when two LFQ bits correlate with |phi| >= 0.8 (on N frames independent bits show |phi| ~
+1/sqrt(N)): the pair carries little more than one bit, and a quarter of the codes go mostly unused."""
+
 # --- remedies ----------------------------------------------------------------------------------------
 KMEANS = "k-means init of each codebook on its own residuals (kmeans_init=True) instead of random vectors"
 EXPIRY = "dead-code expiry with a relative threshold (usage < 0.1 x sum(N)/K, as Moshi) that scales with K"
 EMA_DECAY = "a lower EMA decay (e.g. 0.99 -> 0.95) so centroids follow the residuals faster"
+FSQ_LEVELS = ("levels the data fills (fewer on dimensions that use few; the FSQ paper's [8,5,5,5] for 2^10 "
+              "cells), or fewer dimensions")
+FSQ_SCALE = "a normalisation (LayerNorm) or a smaller scale before project_in, so each dimension spans its range"
+LFQ_ENTROPY = ("a larger entropy_loss_weight or diversity_gamma (the batch-entropy term spreads the codes, "
+               "vector-quantize-pytorch #154), or orthogonal_rotation=True")
+LFQ_BITS = "fewer bits (codebook_size), so that each bit stays informative"
+SIMVQ_TRANSFORM = ("check that code_transform trains (it moves the whole frozen codebook at once) and that the "
+                   "input is normalised like the frozen codes")
 
 
 RULE_TITLES = {
@@ -117,6 +151,12 @@ RULE_TITLES = {
     "redundant_stage": "Stage redundant with the previous one",
     "mi_unresolved": "Too few frames for inter-stage MI",
     "few_frames": "Few frames per code",
+    "fsq_pinned_dimension": "FSQ dimension pinned at one level",
+    "fsq_narrow_dimension": "FSQ dimension using few of its levels",
+    "fsq_saturated_dimension": "FSQ dimension stuck at its edge levels",
+    "lfq_dead_bit": "LFQ bit that never flips",
+    "lfq_unbalanced_bit": "LFQ bit rarely set or rarely clear",
+    "lfq_correlated_bits": "LFQ bits that move together",
     "layer_ok": "Healthy layer",
 }
 """A short name per rule id, for grouping verdicts of several layers under one heading."""

@@ -9,8 +9,9 @@ import numpy as np
 
 SEVERITIES = ("ok", "info", "warning", "collapse")
 """In increasing order: `collapse` is what `--fail-on collapse` stops a training run for."""
-VIEWS = ("overview", "histogram", "centroids", "residuals", "dead_codes")
-"""The app views a verdict can point at: the one that shows its evidence."""
+VIEWS = ("overview", "histogram", "centroids", "residuals", "dead_codes", "family")
+"""The app views a verdict can point at: the one that shows its evidence ("family": the FSQ levels / LFQ
+bits / per-table view)."""
 
 
 def severity_rank(severity: str) -> int:

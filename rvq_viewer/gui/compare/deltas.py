@@ -13,6 +13,7 @@ from ...analysis.compare import HIGHER_IS_BETTER, Comparison
 from ..widgets.common import HEALTH_COLORS
 from .match_model import fmt
 from .palette import A_COLOR, B_COLOR
+from ..theme import current, ink, muted
 
 METRIC_ROWS = [  # key, header, value format, delta format, tooltip
     ("used", "Used / K", None, "+,d", "codes used at least once / codebook size"),
@@ -31,7 +32,7 @@ MATCHED_TIP = ("share of A's codes that B has a code for: a code of B nearer tha
 
 def delta_color(key: str, delta) -> str:
     if delta is None or (isinstance(delta, float) and not math.isfinite(delta)) or abs(delta) < 1e-12:
-        return "#777777"
+        return muted()
     better = (delta > 0) == HIGHER_IS_BETTER.get(key, True)
     return HEALTH_COLORS["ok"] if better else HEALTH_COLORS["bad"]
 
@@ -72,7 +73,7 @@ class DeltasTable(QTableWidget):
             self._cell(r, 0, str(d.layer), align=Qt.AlignmentFlag.AlignCenter)
             close = "–" if match is None else f"{match.summary()['close_fraction']:.0%}"
             self._cell(r, last, close, align=Qt.AlignmentFlag.AlignCenter)
-            for offset, (side, color) in enumerate((("A", A_COLOR), ("B", B_COLOR), ("Δ", "#333333"))):
+            for offset, (side, color) in enumerate((("A", A_COLOR), ("B", B_COLOR), ("Δ", ink()))):
                 self._cell(r + offset, 1, side, color=color, bold=True, align=Qt.AlignmentFlag.AlignCenter)
             for col, (key, _, spec, dspec, _) in enumerate(METRIC_ROWS, start=2):
                 a, b, delta = d.a.get(key), d.b.get(key), d.delta.get(key)
@@ -101,7 +102,7 @@ class DeltasTable(QTableWidget):
             font.setBold(True)
             item.setFont(font)
         if row % 3 == 2 and col > 0:
-            item.setBackground(QBrush(QColor("#F4F5F7")))
+            item.setBackground(QBrush(QColor(current().faint)))
         self.setItem(row, col, item)
 
     def _selected(self) -> None:

@@ -12,6 +12,7 @@ from ...app.compare_jobs import CompareSpec
 from .. import settings
 from ..widgets.common import HEALTH_COLORS
 from .palette import A_COLOR, B_COLOR
+from ..theme import muted
 
 CHECKPOINT_FILTER = "Quantizer checkpoints (*.pt *.pth *.ckpt *.safetensors *.npy *.npz *.bin);;All files (*)"
 FEATURE_FILTER = "Feature files (*.npy *.pt *.pth *.npz *.safetensors);;All files (*)"
@@ -118,7 +119,7 @@ class CompareDialog(QDialog):
     def _validate(self) -> None:
         problem = self.problem()
         self.hint.setText(f"<span style='color:{HEALTH_COLORS['bad']}'>{html.escape(problem)}</span>" if problem
-                          else "<span style='color:#555'>Both are audited in the background; A's audit is "
+                          else f"<span style='color:{muted()}'>Both are audited in the background; A's audit is "
                                "reused when it is the open one.</span>")
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not problem)
 

@@ -18,11 +18,11 @@ def fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
-MATCH_COLUMNS = ["Code A", "Uses A", "Nearest B", "Distance", "× spacing", "Uses B", "Mutual", "Drift"]
+MATCH_COLUMNS = ["Code A", "Uses A", "Nearest B", "Distance", "Dist. / spacing", "Uses B", "Mutual", "Drift"]
 MATCH_TIPS = ["code of A", "frames A assigns to this code", "the code of B nearest to it (Euclidean)",
               "distance to that code of B",
-              "distance in units of A's median nearest-neighbour spacing: < 0.5 means B has a code for the "
-              "same region",
+              "the distance divided by A's median distance between neighbouring codes: below 0.5 (green) B has "
+              "a code for the same region; above 1, B has nothing near it",
               "frames B assigns to that code of B", "the code of B has this code of A as its nearest code too",
               "distance between the codes with the same index in A and B (one run's drift; only when both "
               "have K codes)"]

@@ -13,10 +13,12 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...analysis.compare import Comparison
 from ..state import Selection
+from ..widgets.empty import EmptyNote
 from ..widgets.common import header_label
 from ..widgets.picking import pick, view_point
 from ..widgets.usage_curve import UsageCurve, UsageSteps, decade_ticks, usage_steps
 from .palette import A_COLOR, B_COLOR, brush
+from ..theme import ink, muted, paper_brush
 
 PICK_PIXELS = 12         # a click picks the nearest point within this many pixels
 
@@ -57,7 +59,7 @@ class UsagePane:
             item.addItem(line)
             line.setZValue(10)
             line.hide()
-        self.legend = item.addLegend(offset=(-10, 8), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
+        self.legend = item.addLegend(offset=(-10, 8), labelTextSize="8pt", brush=paper_brush(210))
         self.legend.addItem(self.usage_a.curve, "A")
         self.legend.addItem(self.usage_b.curve, "B")
         self.plot.scene().sigMouseClicked.connect(self._clicked)
@@ -65,10 +67,12 @@ class UsagePane:
                                                                self.usage_b.draw_visible()))
         self.steps: tuple[UsageSteps, UsageSteps] | None = None
         self._mode = None
+        self.empty = EmptyNote(item, "comparing…")
         self.widget = column(self.label, self.plot)
 
     def draw(self, c: Comparison, layer: int, ranked: bool, log: bool, autorange: bool = True) -> None:
         item = self.plot.getPlotItem()
+        self.empty.hide()
         ca, cb = np.asarray(c.usage_a[layer]), np.asarray(c.usage_b[layer])
         frames_equal = c.frames_a == c.frames_b
         share = ranked or not frames_equal
@@ -150,7 +154,7 @@ class ProjectionPane(QObject):
         self.points_b_unused = pg.ScatterPlotItem(size=6, pen=None, brush=brush(B_COLOR, 55), symbol="t1")
         self.points_a = pg.ScatterPlotItem(size=7, pen=None, brush=brush(A_COLOR, 210), symbol="o")
         self.points_b = pg.ScatterPlotItem(size=8, pen=None, brush=brush(B_COLOR, 210), symbol="t1")
-        self.link = pg.PlotCurveItem(pen=pg.mkPen("#333333", width=1.5, style=Qt.PenStyle.DashLine))
+        self.link = pg.PlotCurveItem(pen=pg.mkPen(ink(), width=1.5, style=Qt.PenStyle.DashLine))
         self.ring_a = pg.ScatterPlotItem(size=19, pen=pg.mkPen(A_COLOR, width=3), brush=None, symbol="o")
         self.ring_b = pg.ScatterPlotItem(size=19, pen=pg.mkPen(B_COLOR, width=3), brush=None, symbol="o")
         for z, thing in enumerate((self.points_a_unused, self.points_b_unused, self.points_a, self.points_b,
@@ -159,7 +163,7 @@ class ProjectionPane(QObject):
             item.addItem(thing)
         for thing in (self.link, self.ring_a, self.ring_b):
             thing.hide()
-        legend = item.addLegend(offset=(-10, 8), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
+        legend = item.addLegend(offset=(-10, 8), labelTextSize="8pt", brush=paper_brush(210))
         for points, name in ((self.points_a, "A used"), (self.points_a_unused, "A unused"),
                              (self.points_b, "B used"), (self.points_b_unused, "B unused")):
             legend.addItem(points, name)
@@ -169,6 +173,7 @@ class ProjectionPane(QObject):
         self.code_label.setObjectName("compare-code")
         self.code_label.setTextFormat(Qt.TextFormat.RichText)
         self.code_label.setWordWrap(True)
+        self.empty = EmptyNote(item, "comparing…")
         self.widget = column(self.label, self.plot, self.code_label)
 
     def draw(self, c: Comparison, layer: int) -> None:
@@ -178,8 +183,10 @@ class ProjectionPane(QObject):
         if p is None:
             for g in groups:
                 g.clear()
+            self.empty.show("no joint projection for this layer")
             self.label.setText("<i>No joint projection for this layer (see the notes above).</i>")
             return
+        self.empty.hide()
         ca, cb = np.asarray(c.usage_a[layer]), np.asarray(c.usage_b[layer])
         used_a = ca > 0 if ca.size == len(p.a) else np.ones(len(p.a), dtype=bool)
         used_b = cb > 0 if cb.size == len(p.b) else np.ones(len(p.b), dtype=bool)
@@ -206,7 +213,7 @@ class ProjectionPane(QObject):
         if code < 0 or p is None or code >= len(p.a):
             for thing in (self.ring_a, self.ring_b, self.link):
                 thing.hide()
-            self.code_label.setText("<span style='color:#555'>Select a code (a row, a point, or a bar) to see "
+            self.code_label.setText(f"<span style='color:{muted()}'>Select a code (a row, a point, or a bar) to see "
                                     "it and its nearest code of B.</span>")
             return
         ua, ub = np.asarray(c.usage_a[layer]), np.asarray(c.usage_b[layer])

@@ -36,6 +36,7 @@ from .dialog import CompareDialog
 from .match_model import MatchModel
 from .palette import tag
 from .panes import ProjectionPane, UsagePane, column
+from ..theme import current, muted
 
 HTML_FILTER = "HTML (*.html *.htm)"
 
@@ -132,7 +133,10 @@ class CompareWindow(QMainWindow):
             act.triggered.connect(lambda checked=False, s=step: self.selection.step_layer(s))
             self.addAction(act)
         close = QAction("Close", self)
-        close.setShortcut(QKeySequence.StandardKey.Close)
+        close.setObjectName("compare-close")
+        keys = [QKeySequence("Ctrl+W")]
+        keys += [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Close) if k not in keys]
+        close.setShortcuts(keys)
         close.triggered.connect(self.close)
         self.addAction(close)
         bar.addSeparator()
@@ -222,6 +226,9 @@ class CompareWindow(QMainWindow):
         if self.slot.busy:
             self.slot.cancel()
             self.stage_label.setText("cancelled")
+            if self.outcome is None:
+                for pane in (self.usage, self.projection):
+                    pane.empty.show("no comparison: cancelled")
             self.statusBar().showMessage("Comparison cancelled." + (" The previous one is still shown."
                                                                     if self.outcome else ""), 8000)
 
@@ -264,6 +271,9 @@ class CompareWindow(QMainWindow):
     def _failed(self, exc: Exception) -> None:
         text = error_text(exc)
         self.stage_label.setText("failed")
+        if self.outcome is None:                    # the previous comparison, if any, stays drawn
+            for pane in (self.usage, self.projection):
+                pane.empty.show("no comparison: it failed (see above)")
         self.banner.show_message(text, "error")
         self.statusBar().showMessage("Comparison failed", 8000)
         self.failed.emit(text)
@@ -297,9 +307,9 @@ class CompareWindow(QMainWindow):
                  f"{tag('A', html.escape(c.label_a))} · {c.frames_a:,} frames · {verdict(o.a)}",
                  f"{tag('B', html.escape(c.label_b))} · {c.frames_b:,} frames · {verdict(o.b)}"]
         for note in c.notes:
-            lines.append(f"<span style='color:#8a5a00'>note: {html.escape(note)}</span>")
+            lines.append(f"<span style='color:{current().note}'>note: {html.escape(note)}</span>")
         if self.slot.busy:
-            lines.append("<span style='color:#555'>(a new comparison is running)</span>")
+            lines.append(f"<span style='color:{muted()}'>(a new comparison is running)</span>")
         self.header.setText("<br>".join(lines))
 
     # --- per layer ------------------------------------------------------------------------------------------
@@ -367,7 +377,9 @@ class CompareWindow(QMainWindow):
                 if self.match_view.currentIndex().row() != row:
                     sel.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect
                                         | QItemSelectionModel.SelectionFlag.Rows)
-                self.match_view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+                # Only when out of sight: scrolling the row clicked away from under the pointer made the
+                # rest of the click select the row that then lay there.
+                self.match_view.scrollTo(index, QAbstractItemView.ScrollHint.EnsureVisible)
             else:
                 sel.clearSelection()
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from ..state import AppState
+from ..widgets.common import reset_plots
 
 
 class Panel(QWidget):
@@ -33,6 +34,22 @@ class Panel(QWidget):
     @property
     def ready(self) -> bool:
         return True
+
+    def export_title(self, what: str, layer: int | None = None) -> str:
+        """The title line of an exported plot: what it is, the checkpoint, the layer and the frames."""
+        parts = [what]
+        if self.session is not None:
+            parts.append(self.session.name)
+        if layer is not None:
+            parts.append(f"layer {layer}")
+        snap = self.snapshot
+        if snap is not None:
+            parts.append(f"{snap.result.frames:,} frames" + ("" if snap.complete else " (partial audit)"))
+        return " · ".join(parts)
+
+    def reset_view(self) -> None:
+        """Every plot of the panel back to all its data (panels with their own ranges override this)."""
+        reset_plots(self)
 
     def cleanup(self) -> None:
         """Stop what the panel runs (workers, timers) before the window closes."""

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QCheckBox, QComboBox
 
 from ...analysis.umap_service import UmapParams
@@ -21,16 +21,17 @@ from ...app.map_jobs import MapGeometry, MapNote, map_job
 from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import (DEAD_COLOR, SELECT_COLOR, USAGE_COLORMAP, elastic_label, export_scene_png,
-                              layer_color, steady_axis)
-from ..widgets.picking import KdPicker, view_point
+from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, USAGE_COLORMAP, elastic_label,
+                              export_plot_png, layer_color, mark_muted, reset_button, steady_axis)
 from ..widgets.scatter import UniformScatter
 from ..workers import JobSlot
+from ..widgets.empty import EmptyNote
 from .map_overlay import OverlayPath
+from .map_pointer import HOVER_RADIUS_PX, BoxSelectViewBox, MapPointer, set_positions
+from ..theme import ink
 
 USAGE_LEVELS = 16
 RECOLOR_INTERVAL_BIG = 1.0     # s between recolours while an audit streams, for > 16k points
-HOVER_RADIUS_PX = 8
 INCREMENTAL_ABOVE = 8192       # maps with more points recolour one group per event-loop turn
 STAGGER_MS = 1                 # a real timer between groups (a zero timer runs in the same pass)
 
@@ -51,9 +52,12 @@ class CentroidMapView(Panel):
         self._last_recolor = 0.0
         self._recolor_generation = 0
         self._pending_groups = None
-        self._hover_index = -1
         self.slot = JobSlot("centroid-map", self)
-        self.slot.busy_changed.connect(lambda busy: self._show_status())
+        self.slot.busy_changed.connect(self._busy_changed)
+        self._busy_since = 0.0
+        self._tick = QTimer(self)          # the elapsed time in the status line while the job runs
+        self._tick.setInterval(1000)
+        self._tick.timeout.connect(self._show_status)
 
         self.mode_box = QComboBox()
         self.mode_box.setObjectName("map-mode")
@@ -67,13 +71,14 @@ class CentroidMapView(Panel):
         self.umap_box.setEnabled(umap_service is not None)
         self.status = elastic_label()
         self.status.setObjectName("map-status")
-        self.status.setStyleSheet("color:#555")
+        mark_muted(self.status)
         self.hover_label = elastic_label(" ")
         self.hover_label.setObjectName("map-hover")
 
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setObjectName("map-canvas")
-        self.plot = self.canvas.addPlot(row=0, col=0)
+        self.canvas.setMinimumSize(MIN_PLOT_WIDTH + 80, MIN_PLOT_HEIGHT + 80)
+        self.plot = self.canvas.addPlot(row=0, col=0, viewBox=BoxSelectViewBox())
         self.plot.setMenuEnabled(False)
         self.plot.setAspectLocked(True)
         self.plot.hideButtons()
@@ -88,30 +93,31 @@ class CentroidMapView(Panel):
         self._items: list[UniformScatter] = []
         self.highlight = pg.ScatterPlotItem(size=16, pen=pg.mkPen(SELECT_COLOR, width=2.5), brush=None)
         self.highlight.setZValue(20)
-        self.hover_ring = pg.ScatterPlotItem(size=13, pen=pg.mkPen("#222222", width=1.5), brush=None)
-        self.hover_ring.setZValue(19)
-        self.hover_text = pg.TextItem(color="#111111", fill=pg.mkBrush(255, 255, 255, 225),
-                                      border=pg.mkPen("#999999"), anchor=(0, 1))
-        self.hover_text.setZValue(30)
-        for thing in (self.highlight, self.hover_ring, self.hover_text):
-            self.plot.addItem(thing, ignoreBounds=True)
-            thing.hide()
+        self.plot.addItem(self.highlight, ignoreBounds=True)
+        self.highlight.hide()
+        # The shared set of codes (a box drawn with Shift+drag): squares around them.
+        self.set_marks = pg.ScatterPlotItem(size=11, symbol="s", pen=pg.mkPen(SELECT_COLOR, width=1.5), brush=None)
+        self.set_marks.setZValue(18)
+        self.plot.addItem(self.set_marks, ignoreBounds=True)
+        self.empty = EmptyNote(self.plot, "no checkpoint open")
+        self.colorbar.hide()
         self.overlay = OverlayPath(self.plot)
         state.overlay_changed.connect(lambda overlay: self.overlay.draw(overlay, self.geometry))
         # Below the plot, in a row of its own: inside it would hide points.
-        self.legend = pg.LegendItem(colCount=6, labelTextColor="#222222", labelTextSize="8pt", frame=False)
+        self.legend = pg.LegendItem(colCount=6, labelTextColor=ink(), labelTextSize="8pt", frame=False)
         self.canvas.addItem(self.legend, row=1, col=0)
         self._legend_key = None
 
-        self.lay_out([self.mode_box, self.umap_box, self.status], None, self.canvas, self.hover_label,
-                     stretch_last=True)
+        self.reset_button = reset_button(self.reset_view, "map")
+        self.reset_button.setToolTip(self.reset_button.toolTip() + "; Shift+drag selects the codes in a box")
+        self.lay_out([self.mode_box, self.umap_box, self.reset_button], self.status, self.canvas, self.hover_label)
 
         self.mode_box.currentIndexChanged.connect(lambda _: self.request())
         self.umap_box.toggled.connect(lambda _: self.request())
         selection.layer_changed.connect(self._layer_changed)
         selection.code_changed.connect(lambda layer, code: self._show_selected())
-        self._hover_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._hovered)
-        self.plot.scene().sigMouseClicked.connect(self._clicked)
+        selection.codes_changed.connect(lambda layer, codes: self._show_set())
+        self.pointer = MapPointer(self, self.hover_label)
         self._show_status()
 
     # --- state ------------------------------------------------------------------------------------------
@@ -213,24 +219,29 @@ class CentroidMapView(Panel):
 
     def _job_failed(self, exc: Exception) -> None:
         self._notes[tuple(self._layers())] = f"map failed: {exc}"
+        if self.geometry is None:
+            self.empty.show("no map: its computation failed (see above)")
         self._show_status()
 
     # --- drawing ----------------------------------------------------------------------------------------
     def _clear_points(self) -> None:
+        self.empty.show("no checkpoint open" if self.session is None else "computing the map…")
+        self.colorbar.hide()
         for item in self._items:
             item.setData([], [])
         self.legend.clear()
         self._legend_key = None
-        for thing in (self.highlight, self.hover_ring, self.hover_text):
-            thing.hide()
-        self.hover_label.setText(" ")
+        self.highlight.hide()
+        self.set_marks.setData([], [])
+        self.pointer.forget()
 
     def _show_geometry(self, geometry: MapGeometry) -> None:
         first = self.geometry is None or self.geometry.key[0] != geometry.key[0] or \
             self.geometry.method != geometry.method
         self.geometry = geometry
+        self.empty.hide()
         if first:
-            self._hover_index = -1          # the point under the pointer belonged to the previous map
+            self.pointer.forget()
         self.state.set_map(geometry)
         self.overlay.draw(self.state.overlay, geometry)
         name = "UMAP" if geometry.method == "umap" else "PC"
@@ -239,12 +250,9 @@ class CentroidMapView(Panel):
         self._colored_for = None
         self._recolor()
         if first:
-            lo = [float(v) for v in geometry.coords.min(axis=0)]   # Python floats: float32 ranges
-            hi = [float(v) for v in geometry.coords.max(axis=0)]   # overflow in ViewBox's limit checks
-            pad = 0.05 * max(hi[0] - lo[0], hi[1] - lo[1], 1e-6)
-            self.plot.getViewBox().setRange(xRange=(lo[0] - pad, hi[0] + pad), yRange=(lo[1] - pad, hi[1] + pad),
-                                            padding=0)
+            self.reset_view()
         self._show_selected()
+        self._show_set()
         self._show_status()
 
     def _point_size(self, n: int) -> float:
@@ -293,7 +301,7 @@ class CentroidMapView(Panel):
             for item, group in work:
                 self._set_group(item, group, geo)
             self._colored_for = self.snapshot
-            self._update_hover_text()
+            self.pointer.update()
         else:
             # Big maps: one colour group per event-loop turn (~4 ms each at 65,536 points) instead
             # of ~60 ms at once; `ready` turns true after the last one.
@@ -321,7 +329,7 @@ class CentroidMapView(Panel):
         else:
             self._pending_groups = None
             self._colored_for = snapshot
-            self._update_hover_text()
+            self.pointer.update()
 
     def _update_legend(self, geo: MapGeometry, has_dead: bool, size: float) -> None:
         layers = tuple(int(v) for v in np.unique(geo.layers)) if self.all_layers else ()
@@ -365,6 +373,14 @@ class CentroidMapView(Panel):
         self.highlight.setData([x], [y])
         self.highlight.show()
 
+    def _busy_changed(self, busy: bool) -> None:
+        if busy:
+            self._busy_since = time.monotonic()
+            self._tick.start()
+        else:
+            self._tick.stop()
+        self._show_status()
+
     def _show_status(self) -> None:
         if self.session is None:
             self.status.setText("")
@@ -384,70 +400,42 @@ class CentroidMapView(Panel):
             if key in self._notes:
                 text += f" · {self._notes[key]}"
             elif self.umap_pending and self.slot.busy:
+                elapsed = f"{time.monotonic() - self._busy_since:.0f} s"
                 ready = self.service.ready if self.service is not None else False
-                text += " · UMAP computing in the background…" if ready else \
-                    " · starting the UMAP process (first time: ~20 s)…"
+                if ready:
+                    text += f" · UMAP computing… {elapsed}"
+                else:
+                    text += f" · starting UMAP… {elapsed}"
+                    tip = (" · a first run on this machine compiles umap's code: 20 s to 3 min; later runs and "
+                           "`rvq-viewer warm-up` reuse it")
+                    self.status.setText(html.escape(text))
+                    self.status.setToolTip(text + tip)
+                    return
         self.status.setText(html.escape(text))
         self.status.setToolTip(text)
-        self.status.setToolTip(text)
 
-    # --- hit-testing --------------------------------------------------------------------------------------
+    # --- pointer (map_pointer.py) --------------------------------------------------------------------------
     def point_at(self, x: float, y: float, radius_px: float = HOVER_RADIUS_PX) -> int | None:
-        """Index of the point nearest to view position (x, y) within `radius_px` pixels, or None."""
-        geo = self.geometry
-        if geo is None:
-            return None
-        return KdPicker(geo.coords, geo.tree).at(self.plot.getViewBox(), x, y, radius_px)
-
-    def _scene_to_point(self, scene_pos) -> int | None:
-        p = view_point(self.plot.getViewBox(), scene_pos)
-        return None if p is None else self.point_at(p.x(), p.y())
-
-    def _hovered(self, args) -> None:
-        index = self._scene_to_point(args[0])
-        self._hover_index = -1 if index is None else index
-        self._update_hover_text()
-
-    def describe_point(self, index: int) -> str:
-        geo = self.geometry
-        layer, code = int(geo.layers[index]), int(geo.codes[index])
-        count = None
-        if self.snapshot is not None and layer < len(self.snapshot.counts):
-            count = int(self.snapshot.counts[layer][code])
-        text = f"layer {layer} · code {code} · count {'–' if count is None else f'{count:,}'}"
-        text += f" · norm {self.session.norms[layer][code]:.3g}"
-        if self.session.ema_sizes is not None:
-            text += f" · EMA size {self.session.ema_sizes[layer][code]:.3g}"
-        if count == 0:
-            text += " · dead"
-        return text
-
-    def _update_hover_text(self) -> None:
-        index = self._hover_index
-        if self.geometry is None or not 0 <= index < len(self.geometry.coords):
-            self.hover_ring.hide()
-            self.hover_text.hide()
-            self.hover_label.setText(" ")
-            return
-        text = self.describe_point(index)
-        x, y = (float(v) for v in self.geometry.coords[index])
-        self.hover_ring.setData([x], [y])
-        self.hover_ring.show()
-        self.hover_text.setText(text.replace(" · ", "\n"))
-        self.hover_text.setPos(float(x), float(y))
-        self.hover_text.show()
-        self.hover_label.setText(text)
-
-    def _clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            return
-        index = self._scene_to_point(event.scenePos())
-        if index is not None:
-            self.select_index(index)
+        return self.pointer.point_at(x, y, radius_px)
 
     def select_index(self, index: int) -> None:
+        self.pointer.select_index(index)
+
+    def _show_set(self) -> None:
+        codes = self.selection.codes
+        pos = set_positions(self.geometry, self.selection.layer, codes, self._offsets, self.all_layers)
+        self.set_marks.setData(pos=pos)
+
+    def reset_view(self) -> None:
+        """The whole map in view."""
         geo = self.geometry
-        self.selection.set_code(int(geo.layers[index]), int(geo.codes[index]))
+        if geo is None:
+            return
+        lo = [float(v) for v in geo.coords.min(axis=0)]   # Python floats: float32 ranges
+        hi = [float(v) for v in geo.coords.max(axis=0)]   # overflow in ViewBox's limit checks
+        pad = 0.05 * max(hi[0] - lo[0], hi[1] - lo[1], 1e-6)
+        self.plot.getViewBox().setRange(xRange=(lo[0] - pad, hi[0] + pad), yRange=(lo[1] - pad, hi[1] + pad),
+                                        padding=0)
 
     def view_position(self, layer: int, code: int) -> tuple[float, float] | None:
         index = self._index_of(layer, code)
@@ -455,9 +443,11 @@ class CentroidMapView(Panel):
 
     # --- export / cleanup -----------------------------------------------------------------------------------
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        what = "Centroid map" + (f" ({'UMAP' if self.method == 'umap' else 'PCA'})" if self.geometry else "")
+        export_plot_png(self.canvas, path, self.export_title(what, None if self.all_layers else
+                                                                 self.selection.layer))
 
     def cleanup(self) -> None:
         self.slot.cancel()
-        self._hover_proxy.disconnect()
+        self.pointer.close()
 

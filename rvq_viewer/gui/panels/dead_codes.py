@@ -10,21 +10,22 @@ import html
 import time
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, Qt
+from PySide6.QtCore import QAbstractTableModel, QElapsedTimer, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableView
+from PySide6.QtWidgets import QAbstractItemView, QApplication, QComboBox, QHeaderView, QTableView
 
 from ...app.dead_codes import dead_code_table
+from ...app.tables import DEAD_CODES_HEADER, dead_code_rows, write_csv
 from ...app.session import DeadCodeTable, Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import DEAD_COLOR, header_label, write_csv
+from ..widgets.common import DEAD_COLOR, MIN_TABLE_HEIGHT, header_label
 from ..workers import JobSlot
 
 COLUMNS = ["Code", "Uses", "Unused", "EMA-dead", "EMA size", "Norm", "Nearest live", "Distance", "Died at step"]
 DIED_AT = 8
 FILTERS = [("either", "Unused on features or EMA-dead"), ("unused", "Unused on these features"),
-           ("ema", "EMA-dead in the checkpoint")]
+           ("ema", "EMA-dead in the checkpoint"), ("boxed", "Dead and boxed on the map (Shift+drag)")]
 PARTIAL_INTERVAL = 1.0   # s between neighbour searches while the audit streams
 
 
@@ -41,7 +42,7 @@ class DeadCodeModel(QAbstractTableModel):
         # (layer, code) -> the training step at which the code died, from an opened checkpoint series.
         self.died_at: dict[tuple[int, int], int] | None = None
 
-    def set_table(self, table: DeadCodeTable | None, which: str) -> None:
+    def set_table(self, table: DeadCodeTable | None, which: str, boxed: np.ndarray | None = None) -> None:
         self.beginResetModel()
         self.table = table
         if table is None:
@@ -49,6 +50,8 @@ class DeadCodeModel(QAbstractTableModel):
             self.columns = []
         else:
             mask = {"unused": table.unused, "ema": table.ema_dead}.get(which, table.unused | table.ema_dead)
+            if which == "boxed":
+                mask = mask & np.isin(table.codes, boxed if boxed is not None else [])
             self.rows = np.flatnonzero(mask)
             ema = table.ema_size if table.ema_size is not None else np.full(len(table), np.nan)
             died = np.full(len(table), -1, dtype=np.int64)
@@ -133,6 +136,29 @@ class DeadCodeModel(QAbstractTableModel):
         return None
 
 
+class CodeTable(QTableView):
+    """A table of codes where typing a number goes to that code. Qt's own type-ahead matches the start of
+    the text: typing 256 stopped at code 25 when 256 was not in the table."""
+
+    code_typed = Signal(int)
+
+    def __init__(self):
+        super().__init__()
+        self._typed = ""
+        self._since = QElapsedTimer()
+
+    def keyboardSearch(self, text: str) -> None:  # noqa: N802
+        if not text.isdigit():
+            super().keyboardSearch(text)
+            return
+        if self._since.isValid() and self._since.elapsed() < QApplication.keyboardInputInterval():
+            self._typed += text
+        else:
+            self._typed = text
+        self._since.start()
+        self.code_typed.emit(int(self._typed))
+
+
 _DEAD_QCOLOR = QColor(DEAD_COLOR)
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
@@ -154,8 +180,10 @@ class DeadCodesView(Panel):
         self.header = header_label()
         self.header.setObjectName("dead-header")
         self.model = DeadCodeModel(self)
-        self.view = QTableView()
+        self.view = CodeTable()
         self.view.setObjectName("dead-table")
+        self.view.setToolTip("type a code's number to go to it")
+        self.view.setMinimumHeight(MIN_TABLE_HEIGHT)
         self.view.setModel(self.model)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
@@ -173,8 +201,10 @@ class DeadCodesView(Panel):
         self.lay_out([self.filter_box], self.header, self.view)
         self.filter_box.currentIndexChanged.connect(lambda _: self._fill())
         self.view.selectionModel().selectionChanged.connect(self._row_selected)
+        self.view.code_typed.connect(self._code_typed)
         selection.layer_changed.connect(lambda _: self.request(force=True))
         selection.code_changed.connect(lambda layer, code: self._select_code(code))
+        selection.codes_changed.connect(lambda layer, codes: self._fill())
         self._show_header()
 
     @property
@@ -240,7 +270,7 @@ class DeadCodesView(Panel):
 
     def _fill(self) -> None:
         self.view.selectionModel().blockSignals(True)
-        self.model.set_table(self.table, self.filter)
+        self.model.set_table(self.table, self.filter, self.selection.codes)
         self.view.selectionModel().blockSignals(False)
         self._select_code(self.selection.code)
         self._show_header()
@@ -267,6 +297,16 @@ class DeadCodesView(Panel):
         if not t.complete:
             text += " <i>(audit partial)</i>"
         text += f"<br>Nearest live: the closest code used on the features ({t.live_count:,} live)."
+        boxed = self.selection.codes
+        if boxed.size:
+            here = int(np.isin(t.codes, boxed).sum())
+            text += f"<br>▢ {boxed.size:,} codes boxed on the map, {here:,} of them dead."
+        code = self.selection.code
+        if 0 <= code < k and self.model.row_of(code) is None:
+            uses = ""
+            if self.snapshot is not None and layer < len(self.snapshot.counts):
+                uses = f": {int(self.snapshot.counts[layer][code]):,} uses"
+            text += f"<br>Code <b>{code}</b> is not in this list{uses}."
         self.header.setText(text)
 
     # --- selection ------------------------------------------------------------------------------------
@@ -275,8 +315,13 @@ class DeadCodesView(Panel):
         if rows and self.table is not None:
             self.selection.set_code(self.table.layer, self.model.code_at(rows[0].row()))
 
+    def _code_typed(self, code: int) -> None:
+        if self.session is not None and code < len(self.session.codebooks[self.selection.layer]):
+            self.selection.set_code(self.selection.layer, code)
+
     def _select_code(self, code: int) -> None:
         row = self.model.row_of(code) if code >= 0 else None
+        self._show_header()
         sm = self.view.selectionModel()
         sm.blockSignals(True)
         if row is None:
@@ -299,12 +344,10 @@ class DeadCodesView(Panel):
 
     # --- export ---------------------------------------------------------------------------------------
     def export_csv(self, path) -> None:
-        header = ["layer"] + [c.lower().replace(" ", "_").replace("-", "_") for c in COLUMNS]
-        rows = []
-        for r in range(self.model.rowCount()):
-            values = [self.model.value(r, c) for c in range(len(COLUMNS))]
-            rows.append([self.table.layer] + ["" if v is None else v for v in values])
-        write_csv(path, header, rows)
+        """The rows shown (filter and sort included), typed (app/tables.py)."""
+        if self.table is None:
+            raise ValueError("the dead-code search has not finished")
+        write_csv(path, DEAD_CODES_HEADER, dead_code_rows(self.table, self.model.died_at, self.model.rows))
 
     def cleanup(self) -> None:
         self.slot.cancel()

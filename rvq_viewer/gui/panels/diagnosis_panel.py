@@ -24,11 +24,12 @@ from ...report.svg import SEVERITY_COLORS
 from ..state import AppState
 from .base import Panel
 from ..widgets.common import header_label
+from ..theme import current, ink, muted
 
 SEVERITY_ICONS = {"collapse": "✖", "warning": "▲", "info": "●", "ok": "✔"}
 SEVERITY_NAMES = {"collapse": "Collapse", "warning": "Warning", "info": "Info", "ok": "OK"}
 VIEW_NAMES = {"overview": "Overview", "histogram": "Usage histogram", "centroids": "Centroid map",
-              "residuals": "Residual norms", "dead_codes": "Dead codes"}
+              "residuals": "Residual norms", "dead_codes": "Dead codes", "family": "Levels and bits"}
 # Evidence keys that only restate a rule's threshold (the message says it): kept out of the compact list,
 # as in the HTML report.
 THRESHOLD_KEYS = {"warn_below", "collapse_below", "warn_at", "collapse_at", "info_at", "majority_at", "margin",
@@ -139,6 +140,7 @@ class DiagnosisPanel(Panel):
     def __init__(self, state: AppState, parent=None):
         super().__init__(state, "diagnosis", parent)
         selection = self.selection
+        state.failure_changed.connect(lambda reason: self._show_summary())
         self.verdicts: list[Verdict] | None = None
         self.note = ""
         self._shown_for = None       # the snapshot whose state the panel shows
@@ -286,8 +288,8 @@ class DiagnosisPanel(Panel):
             for v in group:
                 item = QTreeWidgetItem([short_title(v), "all" if v.layer is None else str(v.layer)])
                 item.setData(0, ROLE_VERDICT, v)
-                item.setForeground(0, QBrush(QColor("#1b1b1b")))
-                item.setForeground(1, QBrush(QColor("#555555")))
+                item.setForeground(0, QBrush(QColor(ink())))
+                item.setForeground(1, QBrush(QColor(muted())))
                 item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 item.setToolTip(0, f"{v.message}\n\nClick: show the evidence in the {VIEW_NAMES.get(v.view, v.view)}.")
                 head.addChild(item)
@@ -301,10 +303,17 @@ class DiagnosisPanel(Panel):
 
     def _show_summary(self) -> None:
         verdicts = self.verdicts
+        failed = ""
+        if self.state.failure:
+            failed = (f"<span style='color:{SEVERITY_COLORS['collapse']}; font-weight:600'>Audit failed: "
+                      f"{html.escape(self.state.failure)}</span><br>")
+            if verdicts is not None:
+                failed += f"<span style='color:{muted()}'>The last good audit:</span><br>"
         if verdicts is None:
-            text = self.note or "<i>No checkpoint open.</i>"
-            self.summary.setText(f"<span style='color:#555'>{html.escape(text) if self.note else text}</span>")
-            self._set_headline(self.title)
+            text = self.note or ("" if failed else "<i>No checkpoint open.</i>")
+            self.summary.setText(failed + f"<span style='color:{muted()}'>{html.escape(text) if self.note else text}"
+                                 "</span>")
+            self._set_headline(self.title + (" · audit failed" if failed else ""))
             return
         counts = severity_counts(verdicts)
         parts = [f"<span style='color:{SEVERITY_COLORS[s]}'>{SEVERITY_ICONS[s]} {counts[s]} {s}</span>"
@@ -314,11 +323,11 @@ class DiagnosisPanel(Panel):
             color = SEVERITY_COLORS[summary.severity]
             line = (f"<span style='color:{color}; font-weight:600; font-size:12pt'>"
                     f"{SEVERITY_ICONS[summary.severity]} {html.escape(summary.title)}</span><br>"
-                    f"<span style='color:#333'>{html.escape(summary.message)}</span>")
+                    f"<span style='color:{ink()}'>{html.escape(summary.message)}</span>")
         else:
             line = "<b>Diagnosis</b>"
-        self.summary.setText(line + "<br><span style='color:#555'>" + " · ".join(parts or ["no verdicts"])
-                             + "</span>")
+        counted = " · ".join(parts or ["no verdicts"])
+        self.summary.setText(failed + line + f"<br><span style='color:{muted()}'>{counted}</span>")
         worst = max((v.rank for v in verdicts if v.id != "summary"), default=0)
         top = SEVERITIES[worst]
         if worst >= severity_rank("warning"):
@@ -341,7 +350,7 @@ class DiagnosisPanel(Panel):
             verdict = self.summary_verdict
         if verdict is None:
             self.details.setHtml("" if self.verdicts is None else
-                                 "<p style='color:#555'>Click a verdict to see its evidence.</p>")
+                                 f"<p style='color:{muted()}'>Click a verdict to see its evidence.</p>")
             self._details_for = None
             return
         self._details_for = verdict
@@ -351,15 +360,16 @@ class DiagnosisPanel(Panel):
     def details_html(v: Verdict) -> str:
         color = SEVERITY_COLORS[v.severity]
         where = "whole quantizer" if v.layer is None else f"layer {v.layer}"
-        chips = " ".join(f"<span style='background:#eef0f3'>&nbsp;{html.escape(k)}&nbsp;=&nbsp;"
+        chips = " ".join(f"<span style='background:{current().faint}'>&nbsp;{html.escape(k)}&nbsp;=&nbsp;"
                          f"<b>{html.escape(val)}</b>&nbsp;</span>" for k, val in compact_evidence(v.evidence))
         parts = [f"<p style='margin:0'><span style='color:{color}; font-weight:600'>{SEVERITY_ICONS[v.severity]} "
                  f"{html.escape(v.severity)}</span> &nbsp;<b>{html.escape(v.title)}</b><br>"
-                 f"<span style='color:#666'>{html.escape(where)} · rule <code>{html.escape(v.id)}</code></span></p>"]
+                 f"<span style='color:{muted()}'>{html.escape(where)} · rule <code>{html.escape(v.id)}</code>"
+                 "</span></p>"]
         if v.message:
             parts.append(f"<p>{html.escape(v.message)}</p>")
         if chips:
-            parts.append(f"<p style='line-height:150%'><span style='color:#555'>Evidence:</span> {chips}</p>")
+            parts.append(f"<p style='line-height:150%'><span style='color:{muted()}'>Evidence:</span> {chips}</p>")
         if v.cause:
             parts.append(f"<p><b>Likely cause:</b> {html.escape(_capital(v.cause))}</p>")
         if v.remedy and v.severity != "ok":

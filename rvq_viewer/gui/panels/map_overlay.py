@@ -9,15 +9,16 @@ from PySide6.QtCore import QPointF, Qt
 
 from ..state import MapOverlay
 from ..widgets.common import SELECT_COLOR
+from ..theme import ink, paper_brush
 
 
 class OverlayPath:
     def __init__(self, plot: pg.PlotItem):
         self.line = pg.PlotDataItem(pen=pg.mkPen(SELECT_COLOR, width=2, style=Qt.PenStyle.DashLine),
-                                    symbol="o", symbolSize=6, symbolPen=pg.mkPen("#222222", width=1),
-                                    symbolBrush=pg.mkBrush(255, 255, 255, 230))
+                                    symbol="o", symbolSize=6, symbolPen=pg.mkPen(ink(), width=1),
+                                    symbolBrush=paper_brush(230))
         self.line.setZValue(25)
-        self.label = pg.TextItem("", color="#222222", anchor=(0, 1), fill=pg.mkBrush(255, 255, 255, 200))
+        self.label = pg.TextItem("", color=ink(), anchor=(0, 1), fill=paper_brush(200))
         self.label.setZValue(26)
         for item in (self.line, self.label):
             plot.addItem(item, ignoreBounds=True)

@@ -13,7 +13,9 @@ from ...analysis.diagnosis import severity_rank
 from ...app.session import Session, Snapshot, snapshot_health
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, header_label, table_rows, write_csv
+from ...app.tables import OVERVIEW_HEADER, overview_rows, write_csv
+from ..widgets.common import HEALTH_BACKGROUNDS, HEALTH_COLORS, MIN_TABLE_HEIGHT, header_label
+from ..theme import current, health_colors, muted
 
 COLUMNS = ["Layer", "Used / K", "Util.", "Perplexity", "Entropy", "Dead", "EMA-dead", "Resid.", "Rel. err",
            "SNR dB", "Health"]
@@ -43,6 +45,7 @@ class OverviewView(Panel):
         self.info.setObjectName("overview-info")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setObjectName("overview-table")
+        self.table.setMinimumHeight(MIN_TABLE_HEIGHT)
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for col, tip in enumerate(TOOLTIPS):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
@@ -90,8 +93,9 @@ class OverviewView(Panel):
                 if item.text() != text:
                     item.setText(text)
             mark = self.table.item(row, len(values) - 1)
-            mark.setForeground(QBrush(QColor(HEALTH_COLORS[health.level])))
-            mark.setBackground(QBrush(QColor(HEALTH_BACKGROUNDS[health.level])))
+            fg, bg = health_colors(health.level, (HEALTH_COLORS[health.level], HEALTH_BACKGROUNDS[health.level]))
+            mark.setForeground(QBrush(QColor(fg)))
+            mark.setBackground(QBrush(QColor(bg)))
             mark.setToolTip(health.reason)
         self.table.blockSignals(False)
         self._select_row(self.selection.layer)
@@ -113,20 +117,21 @@ class OverviewView(Panel):
             parts.append(f"audit on {html.escape(snap.device)}: {state}, {snap.frames_done:,} frames"
                          f" ({snap.frames_per_second:,.0f} frames/s)")
         lines = [" · ".join(parts)]
+        # What the columns mean goes to the tooltip: the table keeps the height on a small screen.
         rule = s.quantizer.dead_code_rule.describe() if s.quantizer.has_ema else None
-        lines.append("<span style='color:#555'>Dead: never used on these features. EMA-dead: "
-                     + (html.escape(rule) + " in the checkpoint." if rule else
-                        "– (the checkpoint has no EMA statistics).") + "</span>")
-        for note in s.quantizer.notes:
-            lines.append(f"<span style='color:#8a5a00'>note: {html.escape(note)}</span>")
+        self.info.setToolTip("Dead: never used on these features. EMA-dead: " + (
+            f"{rule} in the checkpoint." if rule else "– (the checkpoint has no EMA statistics).")
+            + "\nPer-layer verdicts: hover the Health column.")
+        notes = [f"<span style='color:{current().note}'>note: {html.escape(note)}</span>" for note in s.quantizer.notes]
         if snap is not None and snap.final and snap.verdicts:
             whole = [v for v in snap.verdicts if v.layer is None and severity_rank(v.severity) >= 1]
             for v in whole[:2]:
                 color = HEALTH_COLORS.get({"collapse": "bad", "warning": "warn"}.get(v.severity, "ok"))
-                lines.append(f"<span style='color:{color}'>[{v.severity}] {html.escape(v.title)}</span>")
-            lines.append("<span style='color:#555'>Per-layer verdicts: hover the Health column.</span>")
+                notes.append(f"<span style='color:{color}'>[{v.severity}] {html.escape(v.title)}</span>")
         elif snap is not None and snap.diagnosis_error:
-            lines.append(f"<span style='color:#555'>{html.escape(snap.diagnosis_error)}</span>")
+            notes.append(f"<span style='color:{muted()}'>{html.escape(snap.diagnosis_error)}</span>")
+        if notes:
+            lines.append(" · ".join(notes))
         self.info.setText("<br>".join(lines))
 
     # --- selection ------------------------------------------------------------------------------------
@@ -143,8 +148,10 @@ class OverviewView(Panel):
 
     # --- export ---------------------------------------------------------------------------------------
     def export_csv(self, path) -> None:
-        header, rows = table_rows(self.table)
-        write_csv(path, header, rows)
+        """What the table shows, in typed columns (app/tables.py)."""
+        if self.snapshot is None:
+            raise ValueError("no audit to export yet")
+        write_csv(path, OVERVIEW_HEADER, overview_rows(self.snapshot))
 
 def _num(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -12,13 +12,18 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from ...app.session import Session, Snapshot
 from ..state import AppState
 from .base import Panel
-from ..widgets.common import SELECT_COLOR, export_scene_png, header_label, steady_axis
+from ..widgets.empty import EmptyNote
+from ..widgets.common import (MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_plot_png, header_label,
+                              reset_button, steady_axis)
+from ..theme import ink
 
 LINE = "#3B75AF"
+ONE_LINE_PX = 110            # width per stage below which a bar's label takes two lines
 REFERENCE = "#9E9E9E"
 
 
@@ -59,13 +64,14 @@ class ResidualsView(Panel):
                                "(relative error). Where the gains shrink, more stages stop helping.")
         self.canvas = pg.GraphicsLayoutWidget()
         self.canvas.setObjectName("residuals-canvas")
-        self.norm_plot = self.canvas.addPlot(row=0, col=0)
-        self.snr_plot = self.canvas.addPlot(row=1, col=0)
+        self.canvas.setMinimumSize(MIN_PLOT_WIDTH, 2 * MIN_PLOT_HEIGHT - 80)    # two plots, one x axis
+        self.norm_plot = self.canvas.addPlot(row=1, col=0)
+        self.snr_plot = self.canvas.addPlot(row=2, col=0)
         for plot in (self.norm_plot, self.snr_plot):
             plot.setMenuEnabled(False)
             plot.hideButtons()
             plot.showGrid(x=False, y=True, alpha=0.25)
-            plot.getViewBox().setMouseEnabled(x=False, y=False)
+            plot.getViewBox().setMouseEnabled(x=False, y=True)
             plot.disableAutoRange()   # ranges are set from the data below; autorange would redo it per item
         self.snr_plot.setXLink(self.norm_plot)
         self.norm_plot.setLabel("left", "‖residual‖")
@@ -73,7 +79,9 @@ class ResidualsView(Panel):
         self.snr_plot.setLabel("bottom", "stages used (0 = input)")
         for plot in (self.norm_plot, self.snr_plot):
             steady_axis(plot.getAxis("left"))
-        self.legend = self.norm_plot.addLegend(offset=(-10, 10), labelTextColor="#222222")
+        # A row of its own above the plots: inside one it covers the curve.
+        self.legend = pg.LegendItem(colCount=3, labelTextColor=ink(), labelTextSize="8pt", frame=False)
+        self.canvas.addItem(self.legend, row=0, col=0)
         self.band_lo = pg.PlotCurveItem(pen=None)
         self.band_hi = pg.PlotCurveItem(pen=None)
         self.band = pg.FillBetweenItem(self.band_lo, self.band_hi, brush=pg.mkBrush(LINE + "33"))
@@ -81,9 +89,10 @@ class ResidualsView(Panel):
         self.norm_plot.addItem(self.band_hi)
         self.norm_plot.addItem(self.band)
         self.mean_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=2), symbol="o", symbolSize=7,
-                                              symbolBrush=LINE, symbolPen=None, name="mean")
-        self.median_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=1, style=Qt.PenStyle.DashLine),
-                                                name="median (band: p5–p95)")
+                                              symbolBrush=LINE, symbolPen=None)
+        self.median_curve = self.norm_plot.plot(pen=pg.mkPen(LINE, width=1, style=Qt.PenStyle.DashLine))
+        self.legend.addItem(self.mean_curve, "mean")
+        self.legend.addItem(self.median_curve, "median (band: p5–p95)")
         self.ref_curve = self.norm_plot.plot(pen=pg.mkPen(REFERENCE, width=2, style=Qt.PenStyle.DotLine),
                                              symbol="t", symbolSize=6, symbolBrush=REFERENCE, symbolPen=None)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush=pg.mkBrush(LINE + "BB"), pen=None)
@@ -91,16 +100,29 @@ class ResidualsView(Panel):
         self.ref_snr = self.snr_plot.plot(pen=pg.mkPen(REFERENCE, width=2, style=Qt.PenStyle.DotLine),
                                           symbol="t", symbolSize=7, symbolBrush=REFERENCE, symbolPen=None)
         self._labels: list[pg.TextItem] = []
-        self.select_lines = [pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=1.5,
-                                             style=Qt.PenStyle.DashLine)) for _ in range(2)]
-        self.norm_plot.addItem(self.select_lines[0], ignoreBounds=True)
-        self.snr_plot.addItem(self.select_lines[1], ignoreBounds=True)
-        self.lay_out([], self.header, self.canvas)
+        # The selected layer: a line in the norm plot, its bar outlined in the SNR plot (a line there would
+        # cross the bar's labels).
+        self.select_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(SELECT_COLOR, width=1.5,
+                                                                                 style=Qt.PenStyle.DashLine))
+        self.norm_plot.addItem(self.select_line, ignoreBounds=True)
+        self.selected_bar = pg.BarGraphItem(x=[], height=[], width=0.6, brush=None, pen=pg.mkPen(SELECT_COLOR, width=3))
+        self.selected_bar.setZValue(5)
+        self.snr_plot.addItem(self.selected_bar)
+        self.empty = [EmptyNote(self.norm_plot, "no checkpoint open"), EmptyNote(self.snr_plot, "")]
+        self.reset_button = reset_button(self.reset_view, "residuals")
+        # The button beside the header, not in a row of its own: this dock is short on a small screen.
+        top = QWidget()
+        row = QHBoxLayout(top)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.header, 1)
+        row.addWidget(self.reset_button, 0, Qt.AlignmentFlag.AlignTop)
+        self.lay_out([], top, self.canvas)
         selection.layer_changed.connect(lambda _: self._show_selected())
         self.canvas.scene().sigMouseClicked.connect(self._clicked)
         self._snr_top = 1.0
         self._applied: dict = {}
-        self.snr_plot.getViewBox().sigResized.connect(lambda *_: self._fit_snr_range())
+        self._two_lines = False
+        self.snr_plot.getViewBox().sigResized.connect(lambda *_: self._resized())
         self._show_header()
 
     def set_session(self, session: Session | None) -> None:
@@ -146,8 +168,12 @@ class ResidualsView(Panel):
                 curve.setData([], [])
             self.bars.setOpts(x=[], height=[])
             self._drawn = False
+            self.empty[0].show("no audit yet" if self.session is not None else "no checkpoint open")
+            self.empty[1].show("")
             self._show_header()
             return
+        for note in self.empty:
+            note.hide()
         s = residual_series(self.snapshot)
         x = s["x"]
         self.band_lo.setData(x, s["p5"])
@@ -158,17 +184,21 @@ class ResidualsView(Panel):
         stages = x[1:]
         self.bars.setOpts(x=stages, height=np.nan_to_num(snr, nan=0.0), width=0.6)
         top = float(np.nanmax(snr)) if np.isfinite(snr).any() else 1.0
+        two_lines = self._narrow()
+        if two_lines != self._two_lines:
+            self._two_lines = two_lines
+            self._applied.pop("snr", None)
         previous = 0.0
         used = 0
         for stage, value, rel in zip(stages, snr, s["rel"]):
             if not math.isfinite(value):
                 continue
             gain = value - previous
-            above = self._label(used, "#222222", (0.5, 1.0))
+            above = self._label(used, ink(), (0.5, 1.0))
             inside = self._label(used + 1, "#FFFFFF", (0.5, 0.0))
             used += 2
-            _set_text(above, f"{value:.1f} dB ({gain:+.1f})")
-            _set_text(inside, f"err {rel:.3f}")
+            _set_text(above, f"{value:.1f} dB\n({gain:+.1f})" if self._two_lines else f"{value:.1f} dB ({gain:+.1f})")
+            _set_text(inside, f"{rel:.3f}" if self._two_lines else f"err {rel:.3f}")
             above.setPos(float(stage), float(value))
             inside.setPos(float(stage), float(value))
             previous = value
@@ -197,10 +227,27 @@ class ResidualsView(Panel):
         self._show_selected()
         self._show_header()
 
+    def reset_view(self) -> None:
+        self._applied.clear()
+        if self._drawn:
+            self._redraw()
+
+    def _narrow(self) -> bool:
+        """Too little width per stage for a one-line label ("12.0 dB (+1.5)") beside its neighbours'."""
+        stages = max(1, len(self.snapshot.result.layers)) if self.snapshot is not None else 1
+        return self.snr_plot.getViewBox().width() / (stages + 1) < ONE_LINE_PX
+
+    def _resized(self) -> None:
+        if self._drawn and self._narrow() != self._two_lines:
+            self._redraw()
+        else:
+            self._fit_snr_range()
+
     def _fit_snr_range(self) -> None:
-        # Room above the tallest bar for its one-line label (~20 px), whatever the plot's height.
+        # Room above the tallest bar for its label (~20 px a line), whatever the plot's height.
         height = self.snr_plot.getViewBox().height()
-        frac = min(0.5, 22.0 / height) if height > 40 else 0.3
+        room = 40.0 if self._two_lines else 22.0
+        frac = min(0.5, room / height) if height > 40 else 0.3
         self.snr_plot.setYRange(0, self._snr_top / (1.0 - frac), padding=0)
 
     def _show_header(self) -> None:
@@ -209,7 +256,8 @@ class ResidualsView(Panel):
             return
         layers = self.snapshot.result.layers
         snr = [layer.snr_db for layer in layers]
-        text = "‖residual‖ after k stages (band p5–p95) · SNR with the first k stages (gain of stage k)"
+        text = "‖residual‖ after k stages (band p5–p95) · SNR with the first k stages (gain of stage k)" + \
+            (", relative error in the bar" if self._two_lines else "")
         if len(snr) >= 2 and all(v is not None and math.isfinite(v) for v in snr):
             gains = np.diff([0.0] + snr)
             last = float(gains[-1])
@@ -222,9 +270,13 @@ class ResidualsView(Panel):
 
     def _show_selected(self) -> None:
         layer = self.selection.layer
-        for line in self.select_lines:
-            line.setPos(layer + 1)
-            line.setVisible(self._drawn)
+        self.select_line.setPos(layer + 1)
+        self.select_line.setVisible(self._drawn)
+        x, height = self.bars.opts.get("x"), self.bars.opts.get("height")
+        if self._drawn and x is not None and layer < len(x):
+            self.selected_bar.setOpts(x=[x[layer]], height=[height[layer]], width=0.6)
+        else:
+            self.selected_bar.setOpts(x=[], height=[])
 
     def _clicked(self, event) -> None:
         if event.button() != Qt.MouseButton.LeftButton or self.snapshot is None:
@@ -238,7 +290,7 @@ class ResidualsView(Panel):
                 return
 
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        export_plot_png(self.canvas, path, self.export_title("Residual norms and SNR per stage"))
 
     def cleanup(self) -> None:
         pass

@@ -21,23 +21,25 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ...analysis.series import EVENT_KINDS, died_at_mapping
 from ...app.series_jobs import SeriesResult, series_job
 from ...pipeline import AuditSpec, SeriesProgress
-from .. import settings
 from ..controller import error_text
 from ..panels.map_overlay import OverlayPath
 from ..state import AppState, MapOverlay
-from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_scene_png, header_label
+from ..widgets.common import DEAD_COLOR, SELECT_COLOR, export_plot_png, header_label, reset_button, reset_plots
 from ..widgets.picking import nearest_within, pixel_size, view_point
 from ..workers import JobSlot
 from .marks import KIND_COLORS, KIND_MARKS, KIND_SYMBOLS, KIND_TIPS, lane_y
 from .strips import HeatStrips
 from .texts import LIST_MAX, header_text, history_text, mark_text
-from .trajectory import TrajectoryPane
+from ..widgets.empty import EmptyNote
+from .open_dialog import ask_series
+from .side import EventSide
+from ..theme import ink
 
 INDIVIDUAL_MAX = 20_000           # more events than this: one mark per (step, layer, kind)
 HIT_PX = 9
@@ -92,7 +94,8 @@ class EventsView(QWidget):
         self.cancel_button.hide()
         top = QHBoxLayout()
         top.setContentsMargins(4, 0, 4, 0)
-        for w in (self.folder_button, self.files_button, self.mode_box):
+        self.reset_button = reset_button(self.reset_view, "events")
+        for w in (self.folder_button, self.files_button, self.mode_box, self.reset_button):
             top.addWidget(w)
         top.addStretch(1)
         top.addWidget(self.progress)
@@ -114,6 +117,7 @@ class EventsView(QWidget):
         self.plot.getAxis("left").setWidth(74)
         self.strips = HeatStrips(self.canvas, self.plot)
         self.plot.setLabel("left", "layer")
+        self.empty = EmptyNote(self.plot, "no checkpoint series open")
         self.plot.showGrid(x=True, y=False, alpha=0.2)
         self.canvas.ci.layout.setRowStretchFactor(0, 3)
         self.scatters = []
@@ -125,7 +129,7 @@ class EventsView(QWidget):
         self.highlight = pg.ScatterPlotItem(size=15, pen=pg.mkPen(SELECT_COLOR, width=2.5), brush=None, pxMode=True)
         self.highlight.setZValue(20)
         self.plot.addItem(self.highlight)
-        self.mark_ring = pg.ScatterPlotItem(size=18, pen=pg.mkPen("#222222", width=1.5), brush=None,
+        self.mark_ring = pg.ScatterPlotItem(size=18, pen=pg.mkPen(ink(), width=1.5), brush=None,
                                             symbol="s", pxMode=True)
         self.mark_ring.setZValue(19)
         self.plot.addItem(self.mark_ring)
@@ -133,28 +137,12 @@ class EventsView(QWidget):
         self.hover_label = QLabel(" ")
         self.hover_label.setObjectName("events-hover")
 
-        # --- side panel ------------------------------------------------------------------------------
-        self.mark_label = header_label()
-        self.mark_label.setObjectName("events-mark")
-        self.code_list = QListWidget()
-        self.code_list.setObjectName("events-codes")
-        self.code_list.setMinimumHeight(50)
+        # --- side panel: the clicked mark's codes, the selected code's history and trajectory ------------
+        side = EventSide()
+        self.mark_label, self.code_list = side.mark_label, side.code_list
+        self.history_label, self.trajectory = side.history_label, side.trajectory
         self.code_list.itemClicked.connect(self._list_clicked)
         self.code_list.currentItemChanged.connect(lambda item, _: self._list_clicked(item))
-        self.history_label = header_label()
-        self.history_label.setObjectName("events-history")
-        self.trajectory = TrajectoryPane()
-        marks = QWidget()
-        marks_layout = QVBoxLayout(marks)
-        marks_layout.setContentsMargins(2, 0, 2, 0)
-        marks_layout.setSpacing(2)
-        marks_layout.addWidget(self.mark_label)
-        marks_layout.addWidget(self.code_list, 1)
-        marks_layout.addWidget(self.history_label)
-        side = QSplitter(Qt.Orientation.Horizontal)
-        side.addWidget(marks)
-        side.addWidget(self.trajectory)
-        side.setSizes([260, 300])
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -196,26 +184,27 @@ class EventsView(QWidget):
         self.slot.cancel()
         self._hover_proxy.disconnect()
 
+    def reset_view(self) -> None:
+        """Every step and layer of the series in view."""
+        r = self.result
+        if r is None:
+            return
+        steps = r.steps
+        pad = (steps[-1] - steps[0]) * 0.04 + 1
+        self.plot.setXRange(steps[0] - pad, steps[-1] + pad, padding=0)
+        for p in (self.plot, *self.strips.plots):
+            p.setYRange(-0.5, r.n_q - 0.5, padding=0)
+        reset_plots(self.trajectory)
+
     # --- opening -------------------------------------------------------------------------------------------
-    def _start_dir(self) -> str:
-        return settings.get("last_dir") or ""
-
-    def _remember_dir(self, path: str) -> None:
-        settings.set("last_dir", path)
-
     def ask_open_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a folder of checkpoints of one quantizer",
-                                                self._start_dir())
-        if path:
-            self._remember_dir(path)
-            self.open_series([path])
+        paths = ask_series(self, folder=True)
+        if paths:
+            self.open_series(paths)
 
     def ask_open_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open checkpoints of one quantizer", self._start_dir(),
-                                                "Checkpoints (*.pt *.pth *.ckpt *.th *.bin *.safetensors);;"
-                                                "All files (*)")
+        paths = ask_series(self, folder=False)
         if paths:
-            self._remember_dir(str(Path(paths[0]).parent))
             self.open_series(paths)
 
     def open_series(self, paths, features=None) -> None:
@@ -263,16 +252,13 @@ class EventsView(QWidget):
         self.result = result
         self.selected = None
         self._agg = result.events.aggregate()
+        self.empty.hide()
         self._draw_marks()
         self.strips.draw(result)
         self._link()
         self._show_header()
         self._show_side()
-        steps = result.steps
-        pad = (steps[-1] - steps[0]) * 0.04 + 1
-        self.plot.setXRange(steps[0] - pad, steps[-1] + pad, padding=0)
-        for p in (self.plot, *self.strips.plots):
-            p.setYRange(-0.5, result.n_q - 0.5, padding=0)
+        self.reset_view()
         ticks = [[(float(i), f"L{i}") for i in range(result.n_q)]]
         for p in (self.plot, *self.strips.plots):
             p.getAxis("left").setTicks(ticks)
@@ -516,4 +502,8 @@ class EventsView(QWidget):
 
     # --- export -----------------------------------------------------------------------------------------------
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        title = "Dead-code events"
+        if self.result is not None:
+            steps = self.result.steps
+            title += f" · {len(steps)} checkpoints, steps {steps[0]:,}–{steps[-1]:,}" if steps else ""
+        export_plot_png(self.canvas, path, title)

@@ -9,7 +9,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 
+from ..widgets.empty import EmptyNote
 from .marks import uniform_columns
+from ..theme import muted
 
 STRIPS = (("dead", "EMA-dead", "inferno", "EMA-dead codes"), ("perp", "perplexity", "viridis",
                                                                "perplexity on the features"))
@@ -44,13 +46,19 @@ class HeatStrips:
         self.dead_image, self.perp_image = self.images
         self.perp_plot.getAxis("bottom").setStyle(showValues=True)
         self.perp_plot.setLabel("bottom", "training step")
-        self.perp_note = pg.TextItem("", color="#666666", anchor=(0.5, 0.5))
+        self.perp_note = pg.TextItem("", color=muted(), anchor=(0.5, 0.5))
         self.perp_plot.addItem(self.perp_note, ignoreBounds=True)
+        self.empty = [EmptyNote(plot, "") for plot in self.plots]     # axes only once there is a series
+        for bar in self.bars:
+            bar.hide()
         self.result = None
         self._cols = None
 
     def draw(self, r) -> None:
         self.result = r
+        for note, bar in zip(self.empty, self.bars):
+            note.hide()
+            bar.show()
         index, x0, width = uniform_columns(r.steps)
         self._cols = (index, x0, width)
         rect = QRectF(x0, -0.5, width, r.n_q)

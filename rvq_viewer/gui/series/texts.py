@@ -8,6 +8,7 @@ import numpy as np
 
 from ...analysis.series import EVENT_KINDS
 from .marks import KIND_COLORS, KIND_MARKS
+from ..theme import current
 
 LIST_MAX = 5_000                  # codes listed for one mark
 
@@ -23,9 +24,9 @@ def header_text(r, aggregated_marks: int | None, session_open: bool, linked: boo
         text += (f"<br><i>{len(r.events):,} events drawn as {aggregated_marks:,} marks, one per (step, layer, "
                  "kind), size ∝ log(count): click one for its codes.</i>")
     if r.note:
-        text += f"<br><span style='color:#8A5A00'>{html.escape(r.note)}</span>"
+        text += f"<br><span style='color:{current().note}'>{html.escape(r.note)}</span>"
     if session_open and not linked:
-        text += ("<br><span style='color:#8A5A00'>The open checkpoint is another quantizer (n_q/K differ): "
+        text += (f"<br><span style='color:{current().note}'>The open checkpoint is another quantizer (n_q/K differ): "
                  "selecting here does not select in the other views.</span>")
     elif session_open and reference is not None:
         text += f"<br>The open checkpoint is step {r.steps[reference]:,} of this series."

@@ -9,8 +9,10 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...analysis.series import EVENT_KINDS
-from ..widgets.common import SELECT_COLOR
+from ..widgets.empty import EmptyNote
+from ..widgets.common import SELECT_COLOR, mark_muted
 from .marks import KIND_COLORS, KIND_SYMBOLS
+from ..theme import ink
 
 CONTEXT_MAX = 20_000       # grey codes drawn for context at most
 
@@ -36,9 +38,10 @@ class TrajectoryPane(QWidget):
         self.labels: list[pg.TextItem] = []
         for item in (self.context, self.line, self.events):
             tp.addItem(item)
+        self.empty = EmptyNote(tp, "click an event or a code for its path")
         self.note = QLabel("")
         self.note.setWordWrap(True)
-        self.note.setStyleSheet("color:#555")
+        mark_muted(self.note)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 0, 2, 0)
         layout.setSpacing(2)
@@ -55,11 +58,13 @@ class TrajectoryPane(QWidget):
             self.line.setData([], [])
             self.events.setData([], [])
             self.context.setData([], [])
+            self.empty.show()
             self.set_note("")
             return
         layer, code = selected
         if not (0 <= layer < r.n_q and 0 <= code < r.codebook_sizes[layer]):
             return
+        self.empty.hide()
         proj = r.union_projection(layer)
         path = r.trajectory(layer, code)
         xy = proj.transform(path).astype(np.float64)
@@ -81,7 +86,7 @@ class TrajectoryPane(QWidget):
         self.events.setData(spots)
         leftward = xy[-1, 0] < xy[0, 0]          # put each end's step label on its outer side
         for i, anchor in ((0, (0, 0) if leftward else (1, 0)), (len(r.steps) - 1, (1, 1) if leftward else (0, 1))):
-            label = pg.TextItem(f"{r.steps[i]:,}", color="#222222", anchor=anchor)
+            label = pg.TextItem(f"{r.steps[i]:,}", color=ink(), anchor=anchor)
             label.setPos(xy[i, 0], xy[i, 1])
             tp.addItem(label, ignoreBounds=True)
             self.labels.append(label)

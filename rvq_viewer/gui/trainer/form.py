@@ -11,6 +11,7 @@ from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QSpinBox
 
 from ...training import MAX_TRAIN_FRAMES, TrainSettings, loaded_codebooks_reason, threshold_meaning
+from ..widgets.common import mark_muted
 
 ORDERS = [(True, "EnCodec: expire, then EMA update"), (False, "GPT-SoVITS: EMA update, then expire")]
 ORDER_WHY = {True: "A respawned code is overwritten by the stale EMA average in the same step, so expiry "
@@ -23,7 +24,7 @@ THRESHOLD_MODES = [(False, "absolute: EMA size < t"), (True, "relative (Moshi): 
 def _note() -> QLabel:
     label = QLabel()
     label.setWordWrap(True)
-    label.setStyleSheet("color:#555")
+    mark_muted(label)
     return label
 
 
@@ -41,7 +42,7 @@ class TrainerForm(QGroupBox):
         self.source_label = QLabel()
         self.source_label.setObjectName("trainer-source")
         self.source_label.setWordWrap(True)
-        self.source_label.setStyleSheet("color:#444")
+        mark_muted(self.source_label)
         form.addRow(self.source_label)
         self.from_loaded_box = QCheckBox("Start from the open checkpoint")
         self.from_loaded_box.setObjectName("trainer-from-loaded")

@@ -29,7 +29,7 @@ from ...training import RunHistory, StepBatch, TrainControl, TrainStatus, loaded
 from .. import settings
 from ..controller import error_text
 from ..state import AppState
-from ..widgets.common import DEAD_COLOR, header_label
+from ..widgets.common import DEAD_COLOR, MIN_PLOT_HEIGHT, header_label, reset_button, reset_plots
 from ..workers import JobSlot
 from .form import TrainerForm
 from .plots import TrainerPlots
@@ -95,8 +95,12 @@ class TrainerPanel(QWidget):
         legend_row = QHBoxLayout()
         legend_row.addWidget(self.legend_label, 1)
         legend_row.addWidget(self.plots.hover)
+        legend_row.addWidget(reset_button(self.reset_view, "trainer"))
         right_layout.addLayout(legend_row)
         plots_and_runs = QSplitter(Qt.Orientation.Vertical)
+        plots_and_runs.setChildrenCollapsible(False)
+        self.plots.canvas.setMinimumHeight(2 * (MIN_PLOT_HEIGHT - 30))   # two rows of plots, readable
+        self.runs_table.setMinimumHeight(60)
         plots_and_runs.addWidget(self.plots.canvas)
         plots_and_runs.addWidget(self.runs_table)
         plots_and_runs.setStretchFactor(0, 4)
@@ -180,6 +184,9 @@ class TrainerPanel(QWidget):
         self.form.set_session(session, follow)
         self._update_buttons()
 
+    def reset_view(self) -> None:
+        reset_plots(self.plots.canvas)
+
     def cleanup(self) -> None:
         self.timer.stop()
         if self.control is not None:
@@ -240,6 +247,7 @@ class TrainerPanel(QWidget):
         if self.control is not None and self.slot.busy:
             self.control.pause.set()
             self._update_buttons()
+            self._show_status()
 
     def resume(self) -> None:
         if self.control is not None and self.slot.busy:
@@ -300,6 +308,7 @@ class TrainerPanel(QWidget):
     def _saved(self, run: RunHistory, result) -> None:
         path, step = result
         run.saved_path = Path(path)
+        run.saved_step = step
         run.version += 1
         self._fill_runs()
         self._show_status()
@@ -316,6 +325,11 @@ class TrainerPanel(QWidget):
         run = self.current_a()
         if run is not None and run.saved_path is not None:
             self.open_wanted.emit(run.saved_path)      # the window keeps the open features when they fit
+
+    def unsaved_runs(self) -> list[RunHistory]:
+        """Runs that trained and whose trainer is still here to save, not saved at their last step."""
+        return [run for run in self.runs if len(run) and run.name in self._controls
+                and self._controls[run.name].trainer is not None and run.saved_step < run.last_step]
 
     # --- buttons and text ----------------------------------------------------------------------------------
     def _update_buttons(self) -> None:
@@ -339,6 +353,10 @@ class TrainerPanel(QWidget):
                                 "change one setting and Start again to compare the two runs.</i>")
             return
         text = f"<b>{html.escape(run.name)}</b> {STATE_WORDS.get(run.state, run.state)}"
+        pausing = self.slot.busy and self.control is not None and self.control.pause.is_set()
+        if pausing and run.state in ("starting", "reading", "initialising"):
+            # The k-means init runs in one piece: the pause takes effect when it ends.
+            text += " <b>· pausing when the k-means init ends</b> (it cannot stop midway)"
         if len(run):
             text += (f" · step {run.last_step:,} / {run.settings.steps:,} · {run.steps_per_second:.1f} steps/s · "
                      f"{run.total_events:,} replacements")

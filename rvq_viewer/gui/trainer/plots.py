@@ -10,7 +10,8 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel
 
 from ...training import RunHistory
-from ..widgets.common import export_scene_png, layer_color
+from ..widgets.common import export_plot_png, layer_color, mark_muted
+from ..widgets.empty import EmptyNote
 from ..widgets.picking import view_point
 
 PLOTS = [("perplexity", "batch perplexity"), ("used", "codes used in the batch"),
@@ -52,10 +53,14 @@ class TrainerPlots:
         self.canvas.addItem(self.raster_bar, row=0, col=3, rowspan=2)
         for col in range(3):
             self.canvas.ci.layout.setColumnStretchFactor(col, 3)
+        # Until a run has steps, a sentence instead of axes over meaningless ranges.
+        self.empty = [EmptyNote(p, "no run yet: press Start") for p in self.plots.values()]
+        self.empty.append(EmptyNote(self.raster_plot, "no run yet"))
+        self.raster_bar.hide()
         self.curves: dict[tuple[str, str, int], pg.PlotDataItem] = {}
         self.hover = QLabel(" ")
         self.hover.setObjectName("trainer-hover")
-        self.hover.setStyleSheet("color:#444")
+        mark_muted(self.hover)
         self._drawn: dict = {}
         self.raster_layer = 0
         self.run_a: RunHistory | None = None
@@ -109,6 +114,14 @@ class TrainerPlots:
                 self._draw_raster(run)
         if changed:
             runs = [r for r in shown.values() if r is not None]
+            has_steps = any(len(r) for r in runs)
+            for note in self.empty[:-1]:
+                note.set_empty(not has_steps)
+            has_raster = a is not None and len(a) > 0
+            self.empty[-1].set_empty(not has_raster)
+            self.raster_bar.setVisible(has_raster)
+            if not has_raster:
+                self.raster_image.clear()
             if runs:
                 self.plots["perplexity"].setXRange(0, max(r.settings.steps for r in runs), padding=0.02)
         return changed
@@ -142,7 +155,7 @@ class TrainerPlots:
         self.hover.setText(" ")
 
     def export_png(self, path) -> None:
-        export_scene_png(self.canvas.ci, path)
+        export_plot_png(self.canvas, path, "What-if trainer runs")
 
     def cleanup(self) -> None:
         self._hover_proxy.disconnect()

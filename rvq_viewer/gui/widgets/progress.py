@@ -48,6 +48,6 @@ class ProgressStrip(QWidget):
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#3B75AF"))
         p.drawRoundedRect(done, 3, 3)
-        p.setPen(QColor("#111111"))
+        p.setPen(self.palette().color(self.foregroundRole()))
         p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.text())
         p.end()

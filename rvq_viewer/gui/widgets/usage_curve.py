@@ -40,6 +40,18 @@ class UsageSteps:
             return math.log10(rank + 1) if rank < self.y.size else None
         return rank + 0.5
 
+    def bars_of(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x centres, heights) of the bars of `codes` that are drawn in this mode."""
+        codes = np.asarray(codes, dtype=np.int64)
+        codes = codes[(codes >= 0) & (codes < self.rank.size)]
+        if not self.ranked:
+            return codes + 0.5, self.y[codes]
+        rank = self.rank[codes]
+        if self.log:
+            rank = rank[rank < self.y.size]
+            return np.log10(rank + 1.0), self.y[rank]
+        return rank + 0.5, self.y[rank]
+
     def code_at(self, x: float) -> int | None:
         """The code whose bar is at view x, or None."""
         k = self.rank.size

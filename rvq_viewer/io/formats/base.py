@@ -12,9 +12,13 @@ import torch
 
 from ...quant import Quantizer
 from ...errors import LoadError
+from ..containers import plain_config
 
 # Where projects keep the model state inside their checkpoint files, most specific first.
 WRAPPER_KEYS = ("weight", "model", "state_dict", "best_state", "fsdp_best_state", "module", "generator")
+# An audiocraft solver checkpoint (it has `xp.cfg`) holds the latest `model` and the best one; its own
+# loader (CompressionSolver.model_from_checkpoint) takes `best_state`, so that comes first.
+_AUDIOCRAFT_WRAPPERS = ("best_state", "fsdp_best_state") + WRAPPER_KEYS
 # Sidecar configuration a project keeps beside its weights (SNAC, HF repos): read as JSON only.
 SIDECAR_CONFIG = "config.json"
 _SIDECAR_MAX_BYTES = 1 << 20
@@ -25,7 +29,9 @@ class Checkpoint:
     """A loaded container: `state` is the flattened tensor dict, `meta` everything else at top level.
 
     `wrappers` lists the keys walked to reach the state (e.g. ["best_state", "model"]), `options`
-    what the caller asked for (`skip_transform`, `n_q`, and format options such as `cosine`).
+    what the caller asked for (`skip_transform`, `n_q`, `base`, and format options such as `cosine`),
+    `header` the file's first bytes (GPT-SoVITS marks its versions there), `config_dir` where a
+    `config.json` describes the model (beside the file, or the `save_pretrained` folder opened).
     """
 
     path: Path
@@ -33,6 +39,9 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     wrappers: list[str] = field(default_factory=list)
+    header: bytes = b""
+    config_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)     # what reading it found (a folder, shards...)
     _sidecar: dict | None = field(default=None, repr=False)
 
     def tensor(self, key: str) -> torch.Tensor:
@@ -45,7 +54,7 @@ class Checkpoint:
         """`config.json` beside the checkpoint (HF / SNAC layout), or {} when absent or unreadable."""
         if self._sidecar is None:
             self._sidecar = {}
-            candidate = self.path.parent / SIDECAR_CONFIG
+            candidate = (self.config_dir or self.path.parent) / SIDECAR_CONFIG
             try:
                 if candidate.is_file() and candidate.stat().st_size <= _SIDECAR_MAX_BYTES:
                     data = json.loads(candidate.read_text(encoding="utf-8"))
@@ -54,6 +63,11 @@ class Checkpoint:
             except (OSError, ValueError, UnicodeDecodeError, RecursionError):
                 self._sidecar = {}
         return self._sidecar
+
+    def model_type(self) -> str | None:
+        """The `model_type` a transformers config.json gives the model, if any."""
+        value = self.sidecar_config().get("model_type")
+        return value if isinstance(value, str) and value else None
 
     def config_value(self, *names: str, sidecar: bool = False) -> Any:
         """The first value found under any of `names` in the checkpoint's metadata (nested dicts,
@@ -101,12 +115,18 @@ def find_config_dict(obj: Any, markers: Iterable[str], depth: int = 0) -> Mappin
 
 @dataclass(frozen=True)
 class Format:
-    """A checkpoint family: `detect` looks at the keys, `build` makes the Quantizer."""
+    """A checkpoint family: `detect` looks at the keys, `build` makes the Quantizer.
+
+    `partial` says why a file that carries this family's marks is not one it can open (a part is
+    missing), or None: detection stops there with that message, instead of handing the file to a
+    more general family that would read it another way.
+    """
 
     name: str
     description: str
     detect: Callable[[Checkpoint], bool]
     build: Callable[[Checkpoint], Quantizer]
+    partial: Callable[[Checkpoint], str | None] | None = None
 
 
 def flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
@@ -131,14 +151,17 @@ def unwrap(obj: Any, path: Path) -> Checkpoint:
         raise LoadError(f"not a checkpoint: the file holds a {type(obj).__name__}, not a dict of tensors", path)
     inner = obj
     wrappers: list[str] = []
-    for _ in range(3):  # e.g. audiocraft's best_state -> model
-        wrapper = next((k for k in WRAPPER_KEYS if isinstance(inner.get(k), Mapping)), None)
+    for depth in range(3):  # e.g. audiocraft's best_state -> model
+        order = _AUDIOCRAFT_WRAPPERS if depth == 0 and "xp.cfg" in obj else WRAPPER_KEYS
+        wrapper = next((k for k in order if isinstance(inner.get(k), Mapping) and inner[k]), None)
         if wrapper is None or _has_tensors_at_top(inner):
             break
         wrappers.append(wrapper)
         inner = inner[wrapper]
     top_wrapper = wrappers[0] if wrappers else None
-    meta = {str(k): v for k, v in obj.items() if k != top_wrapper and not isinstance(v, torch.Tensor)}
+    # Beside a walked wrapper, one-number tensors are metadata (a `global_step` saved as a tensor).
+    meta = {str(k): plain_config(v) for k, v in obj.items()
+            if k != top_wrapper and (not isinstance(v, torch.Tensor) or (wrappers and v.numel() == 1))}
     state = flatten_tensors(inner)
     if not state:
         raise LoadError("no tensors found in the file", path)
@@ -146,7 +169,8 @@ def unwrap(obj: Any, path: Path) -> Checkpoint:
 
 
 def _has_tensors_at_top(obj: Mapping) -> bool:
-    return any(isinstance(v, torch.Tensor) for v in obj.values())
+    """Weights at this level (a state dict), not just a number kept as a tensor beside a wrapper."""
+    return any(isinstance(v, torch.Tensor) and v.numel() > 1 for v in obj.values())
 
 
 def check_codebook(table: torch.Tensor, layer: int, path: Path) -> None:

@@ -233,7 +233,17 @@ def _is_snac(ckpt: Checkpoint) -> bool:
     return isinstance(ckpt.sidecar_config().get("vq_strides"), list)
 
 
+def _partial(ckpt: Checkpoint) -> str | None:
+    """DAC-layout codebooks (`quantizers.N.codebook.weight`) without the in_proj every lookup needs."""
+    for key in ckpt.state:
+        match = CODEBOOK_KEY.match(key)
+        if match:
+            return (f"a DAC-style codebook ({key}) without its in_proj ({match['prefix']}quantizers."
+                    f"{match['index']}.in_proj.weight / weight_v): the lookup cannot be rebuilt")
+    return None
+
+
 DAC = Format("dac", "Descript Audio Codec ({'state_dict', 'metadata'}; weight-normed in_proj, L2-normalised lookup)",
-             lambda ckpt: bool(find_prefixes(ckpt.state)), lambda ckpt: _build(ckpt, "dac"))
+             lambda ckpt: bool(find_prefixes(ckpt.state)), lambda ckpt: _build(ckpt, "dac"), _partial)
 SNAC = Format("snac", "SNAC (DAC-style lookup with parametrized weight norm, levels pooled by their stride)",
               _is_snac, lambda ckpt: _build(ckpt, "snac"))

@@ -142,9 +142,32 @@ def _names(style: str) -> tuple[str, str, str, str]:
     return "vq.layers.{i}._codebook.", "embedding_sum", "cluster_usage", "_initialized"
 
 
+_BRANCH_NAMES = {"moshi": ("rvq_first", "rvq_rest"),
+                 "hf": ("semantic_residual_vector_quantizer", "acoustic_residual_vector_quantizer")}
+
+
+def _check_split(ckpt: Checkpoint, site: _Site) -> None:
+    """A split quantizer needs both branches, each with or each without its input_proj: with one
+    missing, the codes of the other are not Mimi's (both encode the same input, side by side)."""
+    if site.style not in _BRANCH_NAMES:
+        return
+    names = _BRANCH_NAMES[site.style]
+    present = [name for name in names if any(b == f"{site.root}{name}." for b, _ in site.branches)]
+    if len(present) < 2:
+        missing = next(name for name in names if name not in present)
+        raise LoadError(f"Mimi split quantizer with only its {present[0]} branch: {site.root}{missing} is missing "
+                        "(both branches encode the same input; codes of one alone are not Mimi's)", ckpt.path)
+    projected = [f"{branch}input_proj.weight" in ckpt.state for branch, _ in site.branches]
+    if any(projected) and not all(projected):
+        lacking = next(branch for (branch, _), has in zip(site.branches, projected) if not has)
+        raise LoadError(f"Mimi split quantizer: {lacking}input_proj.weight is missing (the other branch has one)",
+                        ckpt.path)
+
+
 def _build(ckpt: Checkpoint) -> Quantizer:
     site = find_site(ckpt.state)
     path = ckpt.path
+    _check_split(ckpt, site)
     template, sum_name, usage_name, init_name = _names(site.style)
     codebooks, usages, branch_of, branch_proj, branch_dims = [], [], [], [], []
     in_dim = None
