@@ -231,3 +231,28 @@ def test_open_shard_skips_unreadable_found_files_but_not_named_ones(corpus, tmp_
     with pytest.raises(LoadError, match="empty"):
         open_shard(named)
     assert torch.cat([c.frames for c in opened]).shape[0] == shard.segments[0].frames
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    from fixtures_families import implicit_family_files
+    from fixtures_formats import family_files
+    root = tmp_path_factory.mktemp("families")
+    found = {name: path for name, (path, _) in family_files(root / "learned").items()}
+    found.update({name: entry[0] for name, entry in implicit_family_files(root / "implicit").items()})
+    return found
+
+
+@pytest.mark.parametrize("family", ["snac", "dac", "vq_heads", "residual_lfq", "grouped_rvq"])
+def test_other_families_shard_to_the_same_audit(families, family, tmp_path):
+    """Multi-rate levels (SNAC, frame_stride 4), factorized projections (DAC), heads, LFQ bits, groups."""
+    spec = AuditSpec(families[family], (), device="cpu", chunk_frames=1024)
+    frames = np.random.default_rng(0).normal(size=(9_001, load(spec).dim)).astype(np.float32)
+    np.save(tmp_path / "f.npy", frames)
+    spec = spec.replace(features=(tmp_path / "f.npy",))
+    local, local_acc = audit(spec)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        sharded, sharded_acc = audit(spec, executor=pool, shard_frames=2_048)
+    assert sharded.shards.count == 5
+    same_statistics(local_acc, sharded_acc)
+    same_outcome(local, sharded)

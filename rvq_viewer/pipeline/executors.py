@@ -1,8 +1,9 @@
 """Where a sharded audit's shards run: any `concurrent.futures.Executor`, or a Dask `distributed.Client`.
 
 A backend sends the quantizer to the workers once (`put`), submits one task per shard (`submit`: the
-shard, a few options and that reference) and turns a finished task into a `ShardResult` or one line of
-error (`result`). The task, `audit_shard`, is the engine's own audit of the shard's chunks.
+shard, a few options and that reference), tells a failed task without fetching its result (`failed`) and
+turns a finished task into a `ShardResult` or one line of error (`result`). The task, `audit_shard`, is
+the engine's own audit of the shard's chunks.
 
 - Dask: the quantizer is scattered to every worker once; a worker that dies mid-shard has its shard
   re-run elsewhere by the scheduler (up to `distributed.scheduler.allowed-failures` times).
