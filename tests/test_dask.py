@@ -169,3 +169,12 @@ def test_addresses():
     assert parse_address("tcp://10.0.0.1:8786") == ("remote", None)
     with pytest.raises(RvqViewerError):
         parse_address("local:-1")
+
+
+def test_an_unreachable_scheduler_is_one_line(corpus, capsys, monkeypatch):
+    import rvq_viewer.pipeline.cluster as cluster
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
+    checkpoint, folder = corpus
+    assert cli(["audit", str(checkpoint), str(folder), "--dask", "tcp://127.0.0.1:1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rvq-viewer: error: --dask tcp://127.0.0.1:1: cannot reach the scheduler") and "\n" not in err
