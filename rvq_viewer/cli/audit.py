@@ -7,7 +7,8 @@ import sys
 
 from ..analysis.diagnosis import FAIL_ON, EXIT_COLLAPSE, exit_code_for, format_verdicts, write_json
 from ..pipeline import check_spec_outputs, load_checkpoint, run_audit_spec
-from .options import ProgressBar, add_audit_options, add_load_options, load_options, spec_from_args
+from .options import (ProgressBar, add_audit_options, add_load_options, executor_from_args, load_options,
+                      spec_from_args)
 
 
 def register(sub) -> None:
@@ -51,12 +52,24 @@ def print_warnings(outcome) -> None:
         print(f"rvq-viewer: warning: {outcome.diagnosis_error}", file=sys.stderr)
 
 
+def print_shards(outcome) -> None:
+    """Where a sharded audit ran, and the shards that lost files on a worker."""
+    report = outcome.shards
+    if report is None:
+        return
+    lost = sorted({index for index, _, _ in report.skipped})
+    print(f"{report.merged} of {report.count} shards audited on {report.executor}, {outcome.frames_read} of "
+          f"{report.frames_planned} input frames" + (f"; files skipped in shards {', '.join(map(str, lost))}"
+                                                     if lost else ""))
+
+
 def run_audit(args) -> int:
     spec = spec_from_args(args)
     check_spec_outputs([("--json", args.json_out)], [spec])
     bar = ProgressBar(args)
     try:
-        outcome = run_audit_spec(spec, progress=bar)
+        with executor_from_args(args) as executor:
+            outcome = run_audit_spec(spec, progress=bar, executor=executor)
     finally:
         bar.close()
     if args.json_out:
@@ -65,6 +78,7 @@ def run_audit(args) -> int:
     q, result = outcome.quantizer, outcome.result
     print(f"{q.format}: n_q={q.n_q} K={q.codebook_size} D={q.dim}, "
           f"{result.frames} frames from {len(outcome.source.files)} file(s)")
+    print_shards(outcome)
     print(result.table())
     if result.ema_dead_rule:
         print(f"ema-dead: {result.ema_dead_rule} in the checkpoint; dead: unused on these features")

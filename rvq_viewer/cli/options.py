@@ -4,10 +4,13 @@ here, so `audit` and `report` read and audit the same way as each other and as t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from ..pipeline import CHUNK_FRAMES, AuditSpec, LoadOptions
+from ..pipeline.cluster import dask_client
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +44,10 @@ def add_audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", help="array name inside .npz / .safetensors / .pt dict feature files")
     parser.add_argument("--ema-threshold", type=float, help="EMA dead-code threshold (default: the format's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help="audit the corpus in shards on Dask: local or local:N (a LocalCluster of N worker "
+                             "processes, one thread each) or a scheduler such as tcp://host:8786; the feature "
+                             "files must be at the same path on every worker (needs rvq-viewer[dask])")
 
 
 def _strides(text: str) -> tuple[int, ...]:
@@ -77,6 +84,16 @@ def spec_from_args(args, checkpoint: str | Path | None = None, features: list | 
                      features=tuple(Path(f) for f in (features if features is not None else args.features)),
                      load=load_options(args), layout=args.layout, key=args.key, chunk_frames=args.batch,
                      device=args.device, pairs=pairs, ema_threshold=args.ema_threshold)
+
+
+@contextlib.contextmanager
+def executor_from_args(args) -> Iterator[object]:
+    """The Dask client `--dask` asks for (closed afterwards, with the cluster it started), or None."""
+    if getattr(args, "dask", None) is None:
+        yield None
+        return
+    with dask_client(args.dask) as client:
+        yield client
 
 
 class ProgressBar:

@@ -13,8 +13,8 @@ from ..analysis.diagnosis import FAIL_ON, exit_code_for, format_verdicts, write_
 from ..errors import RvqViewerError
 from ..pipeline import CompareOutcome, check_spec_outputs, iter_compare, run_audit_spec
 from ..report import write_report
-from .audit import print_warnings
-from .options import ProgressBar, add_audit_options, add_load_options, spec_from_args
+from .audit import print_shards, print_warnings
+from .options import ProgressBar, add_audit_options, add_load_options, executor_from_args, spec_from_args
 
 
 def register(subparsers) -> None:
@@ -60,15 +60,16 @@ def run(args) -> int:
     check_spec_outputs([("--html", args.html), ("--json", args.json_out)], [s for s in (spec_a, spec_b) if s])
 
     compared = None
-    if spec_b is None:
-        bar = ProgressBar(args)
-        try:
-            outcome = run_audit_spec(spec_a, progress=bar)
-        finally:
-            bar.close()
-    else:
-        compared = _compare(args, spec_a, spec_b)
-        outcome = compared.a
+    with executor_from_args(args) as executor:
+        if spec_b is None:
+            bar = ProgressBar(args)
+            try:
+                outcome = run_audit_spec(spec_a, progress=bar, executor=executor)
+            finally:
+                bar.close()
+        else:
+            compared = _compare(args, spec_a, spec_b, executor)
+            outcome = compared.a
     print_warnings(outcome)
     if outcome.verdicts is None:
         raise RvqViewerError(outcome.diagnosis_error or "the audit gave no verdicts", args.checkpoint)
@@ -77,6 +78,7 @@ def run(args) -> int:
         write_json(args.json_out, outcome.result, outcome.verdicts)
     q = outcome.quantizer
     print(f"{q.format}: n_q={q.n_q} K={q.codebook_size} D={q.dim}, {outcome.result.frames} frames")
+    print_shards(outcome)
     print(format_verdicts(outcome.verdicts, "warning"))
     if compared is not None:
         print(compared.comparison.table())
@@ -84,10 +86,10 @@ def run(args) -> int:
     return exit_code_for(outcome.verdicts, args.fail_on)
 
 
-def _compare(args, spec_a, spec_b):
+def _compare(args, spec_a, spec_b, executor=None):
     """Both audits, with a progress line per stage on stderr unless --quiet."""
     shown = None
-    for item in iter_compare(spec_a, spec_b, _labels(args, list(spec_b.features))):
+    for item in iter_compare(spec_a, spec_b, _labels(args, list(spec_b.features)), executor=executor):
         if isinstance(item, CompareOutcome):
             return item
         if not args.quiet and item.stage != shown:

@@ -3,6 +3,7 @@
     for item in iter_audit_run(spec):          # AuditProgress after each chunk, an AuditOutcome last
         ...
     outcome = run_audit_spec(spec)             # the same, to the end
+    outcome = run_audit_spec(spec, executor=client)   # the corpus in shards on a Dask client or an Executor
 
 Every client (the CLI's `audit` and `report`, each of the app's jobs, the tests) runs its audit here, so
 they read the same frames in the same chunks, gather the same statistics and apply the same rules.
@@ -21,6 +22,8 @@ from ..errors import LoadError, RvqViewerError
 from ..io import FeatureSource, check_outputs, list_feature_files, load_quantizer
 from ..quant import Quantizer
 from ..runtime import resolve_device
+from .shards import ShardReport
+from .sharded import iter_sharded
 from .spec import AuditSpec, LoadOptions
 
 
@@ -78,6 +81,7 @@ class AuditOutcome:
     warnings: list[str] = field(default_factory=list)
     frames_read: int = 0                  # input frames read (before a quantizer's frame stride)
     frames_total: int | None = None       # input frames in the files
+    shards: ShardReport | None = None     # a sharded audit: its shards, where they ran, what workers skipped
 
     @property
     def cancelled(self) -> bool:
@@ -85,17 +89,27 @@ class AuditOutcome:
 
 
 def iter_audit_run(spec: AuditSpec, quantizer: Quantizer | None = None, source: FeatureSource | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> Iterator[AuditProgress | AuditOutcome]:
+                   should_stop: Callable[[], bool] | None = None, executor=None,
+                   shard_frames: int | None = None) -> Iterator[AuditProgress | AuditOutcome]:
     """Run the audit the spec describes. Yields an `AuditProgress` after each chunk (its accumulator
     grows; `partial_result` turns it into numbers) and ends with one `AuditOutcome`.
 
     `quantizer` and `source` reuse what a client has already loaded for this spec. `should_stop` is asked
     after each chunk; when it says so the audit ends with an incomplete outcome and no verdicts.
-    Bad input raises a one-line `RvqViewerError` naming the file."""
+    `executor` (a `distributed.Client` or a `concurrent.futures.Executor`) audits the corpus in shards
+    of about `shard_frames` frames there, with the same result (`pipeline.sharded`); progress then comes
+    as shards finish. Bad input raises a one-line `RvqViewerError` naming the file."""
     quantizer = load(spec) if quantizer is None else with_threshold(quantizer, spec.ema_threshold)
     source = source if source is not None else open_features(spec, quantizer)
-    device = device_of(spec)
     start = time.perf_counter()
+    if executor is not None:
+        end = yield from iter_sharded(spec, quantizer, source, executor, should_stop, shard_frames)
+        if end.frames_total == 0:
+            raise LoadError("no frames in the feature files", spec.features[0] if spec.features else None)
+        yield _outcome(spec, quantizer, source, end.accumulator, end.complete, ", ".join(end.devices) or spec.device,
+                       start, end.frames_read, end.frames_total, end.warnings, end.report)
+        return
+    device = device_of(spec)
     progress = None
     stopped = False
     for progress in iter_audit(quantizer, source, device, batch=spec.batch, pairs=spec.pairs):
@@ -105,14 +119,20 @@ def iter_audit_run(spec: AuditSpec, quantizer: Quantizer | None = None, source: 
             break
     if progress is None:
         raise LoadError("no frames in the feature files", spec.features[0] if spec.features else None)
-    complete = not stopped
-    result = build_result(progress.accumulator, quantizer, complete=complete,
-                          sources=[str(p) for p in source.files])
+    yield _outcome(spec, quantizer, source, progress.accumulator, not stopped, str(device), start,
+                   progress.frames_done, progress.frames_total)
+
+
+def _outcome(spec: AuditSpec, quantizer: Quantizer, source: FeatureSource, accumulator, complete: bool,
+             device: str, start: float, frames_read: int, frames_total: int | None, warnings: list[str] = (),
+             shards: ShardReport | None = None) -> AuditOutcome:
+    """The numbers, and the verdicts of a complete audit: the same for the local and the sharded run."""
+    result = build_result(accumulator, quantizer, complete=complete, sources=[str(p) for p in source.files])
     verdicts, error = None, ""
     if complete and spec.verdicts:
         verdicts, error = _diagnose(result, quantizer)
-    yield AuditOutcome(spec, quantizer, source, result, verdicts, str(device), time.perf_counter() - start,
-                       complete, error, source.warnings(), progress.frames_done, progress.frames_total)
+    return AuditOutcome(spec, quantizer, source, result, verdicts, device, time.perf_counter() - start, complete,
+                        error, source.warnings() + list(warnings), frames_read, frames_total, shards)
 
 
 def _diagnose(result: AuditResult, quantizer: Quantizer) -> tuple[list[Verdict] | None, str]:
@@ -129,9 +149,10 @@ def partial_result(progress: AuditProgress, quantizer: Quantizer, sources: list[
 
 
 def run_audit_spec(spec: AuditSpec, progress: Callable[[AuditProgress], None] | None = None,
-                   quantizer: Quantizer | None = None, source: FeatureSource | None = None) -> AuditOutcome:
-    """`iter_audit_run` to the end; `progress` is called after each chunk."""
-    for item in iter_audit_run(spec, quantizer, source):
+                   quantizer: Quantizer | None = None, source: FeatureSource | None = None,
+                   executor=None, shard_frames: int | None = None) -> AuditOutcome:
+    """`iter_audit_run` to the end; `progress` is called after each chunk (each shard with `executor`)."""
+    for item in iter_audit_run(spec, quantizer, source, executor=executor, shard_frames=shard_frames):
         if isinstance(item, AuditOutcome):
             return item
         if progress is not None:

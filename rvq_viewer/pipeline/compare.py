@@ -49,13 +49,14 @@ class CompareOutcome:
 
 
 def iter_compare(spec_a: AuditSpec, spec_b: AuditSpec, labels: tuple[str, str] = ("A", "B"),
-                 reuse_a: AuditOutcome | None = None, should_stop: Callable[[], bool] | None = None
-                 ) -> Iterator[CompareProgress | CompareOutcome]:
+                 reuse_a: AuditOutcome | None = None, should_stop: Callable[[], bool] | None = None,
+                 executor=None) -> Iterator[CompareProgress | CompareOutcome]:
     """Audit A (unless `reuse_a` is a complete outcome of an equal spec) and B, then compare them.
 
     Yields `CompareProgress` at most every PROGRESS_INTERVAL s and ends with a `CompareOutcome`. When B's
     checkpoint is A's, B is audited with the very same quantizer (so the comparison says "features").
-    `should_stop` raises CancelledError between chunks and code-matching blocks."""
+    `should_stop` raises CancelledError between chunks and code-matching blocks. `executor` runs both
+    audits in shards there (see `iter_audit_run`)."""
     t0 = time.perf_counter()
 
     def check() -> None:
@@ -74,7 +75,7 @@ def iter_compare(spec_a: AuditSpec, spec_b: AuditSpec, labels: tuple[str, str] =
     runs = [(name, spec, q) for name, spec, q in (("A", spec_a, quantizer_a), ("B", spec_b, quantizer_b))
             if name not in outcomes]
     for position, (name, spec, quantizer) in enumerate(runs):
-        for item in iter_audit_run(spec, quantizer):
+        for item in iter_audit_run(spec, quantizer, executor=executor):
             check()
             if isinstance(item, AuditOutcome):
                 outcomes[name] = item

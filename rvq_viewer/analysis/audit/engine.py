@@ -256,6 +256,26 @@ def encode_frames(quantizer: Quantizer, frames: torch.Tensor, device: str | torc
     return torch.stack(codes)
 
 
+def new_accumulator(quantizer: Quantizer, pairs: bool = False) -> AuditAccumulator:
+    """An empty accumulator for the quantizer's layers (with the layer-pair statistics when `pairs`)."""
+    return AuditAccumulator(quantizer.codebook_sizes, PairAccumulator.for_quantizer(quantizer) if pairs else None)
+
+
+def audit_source(quantizer: Quantizer, source: FeatureSource, device: str | torch.device | None = "auto",
+                 batch: int | None = None, pairs: bool = False) -> tuple[AuditAccumulator, int]:
+    """The whole source into one accumulator, as `iter_audit` gathers it: (accumulator, frames read).
+    One shard of a sharded audit; its pair tables are compacted, so the accumulator travels small."""
+    acc, done = None, 0
+    for progress in iter_audit(quantizer, source, device, count_total=False, batch=batch, pairs=pairs):
+        acc, done = progress.accumulator, progress.frames_done
+    if acc is None:
+        acc = new_accumulator(quantizer, pairs)
+    if acc.pairs is not None:
+        for table in acc.pairs.pairs:
+            table.compact()
+    return acc, done
+
+
 def iter_audit(quantizer: Quantizer, source: FeatureSource, device: str | torch.device | None = "auto",
                count_total: bool = True, batch: int | None = None,
                pairs: bool = False) -> Iterator[AuditProgress]:
@@ -267,7 +287,7 @@ def iter_audit(quantizer: Quantizer, source: FeatureSource, device: str | torch.
     the redundancy and rank rules of the diagnosis)."""
     dev = resolve_device(device)
     quantizer = quantizer.to(dev)
-    acc = AuditAccumulator(quantizer.codebook_sizes, PairAccumulator.for_quantizer(quantizer) if pairs else None)
+    acc = new_accumulator(quantizer, pairs)
     total = source.total_frames() if count_total else None
     runner = AuditRunner(quantizer, dev, batch=batch)
     releaser = PageReleaser()
