@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
-import sys
 import threading
 from typing import Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
+from ..runtime import lower_thread_priority
+
 _live: set[WorkerBase] = set()   # started and not yet finished, across all slots
-BACKGROUND_NICE = 10             # worker threads yield the CPU to the GUI thread (Linux: per thread)
-_niced: set[int] = set()
-
-
-def lower_thread_priority() -> None:
-    """Nice the calling worker thread (once per pool thread), so a busy job cannot starve the GUI."""
-    tid = threading.get_native_id()
-    if tid in _niced or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
-        return
-    _niced.add(tid)
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
-    except OSError:
-        pass
 
 
 def _in_background(fn: Callable) -> Callable:

@@ -56,6 +56,21 @@ def load_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
     Anything wrong with the file raises `LoadError` (or `UnsafeFileError`), one line naming the file.
     """
     ckpt = read_checkpoint(path, skip_transform=skip_transform, n_q=n_q, **options)
+    return build_quantizer(ckpt, format, n_q)
+
+
+def quantizer_from_state(state: dict, label: str | Path, format: str | None = None, **options) -> Quantizer:
+    """The quantizer of a live module's state dict (`module.state_dict()`), read as a checkpoint file of
+    that state would be: what `rvq_viewer.monitor` sees of the module it watches. `label` names it in
+    messages."""
+    ckpt = unwrap({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, Path(label))
+    ckpt.options.update(options)
+    return build_quantizer(ckpt, format, options.get("n_q"))
+
+
+def build_quantizer(ckpt: Checkpoint, format: str | None = None, n_q: int | None = None) -> Quantizer:
+    """The quantizer of a located state (see `load_quantizer`)."""
+    path = ckpt.path
     fmt = detect_format(ckpt, format)
     if format:
         try:
