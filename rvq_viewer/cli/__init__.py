@@ -15,8 +15,8 @@ from ..version import __version__
 
 EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
-COMMAND_MODULES = ("audit", "report", "events", "desktop", "warm_up")
-COMMANDS = ("info", "audit", "report", "events", "desktop", "warm-up")
+COMMAND_MODULES = ("audit", "report", "events", "desktop", "warm_up", "runs")
+COMMANDS = ("info", "audit", "report", "events", "desktop", "warm-up", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
