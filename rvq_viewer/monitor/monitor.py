@@ -123,9 +123,10 @@ class CodebookMonitor:
         if format:
             self._options["format"] = format
         if adapter.method == "forward":
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook))
             self._handles.append(module.register_forward_hook(self._hook))
         else:
-            self._handles.append(_wrap_method(module, adapter.method, self._observe))
+            self._handles.append(_wrap_method(module, adapter.method, self._before, self._observe))
         return self
 
     def detach(self) -> None:
@@ -177,7 +178,25 @@ class CodebookMonitor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # --- the hook ---------------------------------------------------------------------------------------
+    # --- the hooks --------------------------------------------------------------------------------------
+    def _pre_hook(self, module, args) -> None:
+        if self.train_only and not module.training:
+            return
+        self._before(module)
+
+    def _before(self, module) -> None:
+        """Before a call: if it starts a new window, close the open one now, so that the state copied with
+        it is the module's state at the end of the window's last step (not after this call's update)."""
+        if self._closed or self._inert or self._failed or self._window is None:
+            return
+        step = self._manual_step if self._manual_step is not None else self._auto_step
+        if self._starts_window(step):
+            self._close_window()
+
+    def _starts_window(self, step: int) -> bool:
+        window = self._window
+        return step != window[1] and (step - window[0] >= self.every or step < window[0])
+
     def _hook(self, module, args, output) -> None:
         if self.train_only and not module.training:
             return
@@ -234,12 +253,11 @@ class CodebookMonitor:
         window = self._window
         if window is None:
             self._window = [step, step, 1]
+        elif self._starts_window(step):           # log(): the hooks have closed it already
+            self._close_window()
+            self._window = [step, step, 1]
         elif step != window[1]:
-            if step - window[0] >= self.every or step < window[0]:
-                self._close_window()
-                self._window = [step, step, 1]
-            else:
-                window[1], window[2] = max(window[1], step), window[2] + 1
+            window[1], window[2] = max(window[1], step), window[2] + 1
         self._counts.add(layers)
 
     def _close_window(self, final: bool = False) -> None:
@@ -294,11 +312,13 @@ class _MethodHandle:
         self.module.__dict__.pop(self.name, None)
 
 
-def _wrap_method(module: torch.nn.Module, name: str, observe) -> _MethodHandle:
-    """Call `observe(module, result)` after every call of `module.<name>` (on this instance only)."""
+def _wrap_method(module: torch.nn.Module, name: str, before, observe) -> _MethodHandle:
+    """Call `before(module)` before and `observe(module, result)` after every call of `module.<name>` (on
+    this instance only)."""
     original = getattr(module, name)
 
     def wrapped(*args, **kwargs):
+        before(module)
         result = original(*args, **kwargs)
         observe(module, result)
         return result

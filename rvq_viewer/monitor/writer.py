@@ -142,7 +142,7 @@ class Writer(threading.Thread):
                 record.ema_size = quantizer.cluster_size[layer].cpu().numpy().astype(np.float32)
                 record.ema_dead = int(quantizer.ema_dead_codes(layer).numel())
             records.append(record)
-        events = self._events(item, quantizer) if self.events else []
+        events = self._events(item, quantizer, [r.counts for r in records]) if self.events else []
         codebooks = None
         if quantizer is not None and (item.snapshot or self.written == 0):
             codebooks = [c.detach().cpu().float().numpy() for c in quantizer.codebooks]
@@ -166,7 +166,7 @@ class Writer(threading.Thread):
             return None
         return quantizer
 
-    def _events(self, item: WindowItem, quantizer: Quantizer | None) -> list[EventRecord]:
+    def _events(self, item: WindowItem, quantizer: Quantizer | None, counts: list[np.ndarray]) -> list[EventRecord]:
         before = self.previous
         if quantizer is None or before is None:
             return []
@@ -174,7 +174,7 @@ class Writer(threading.Thread):
         for layer in range(min(before.n_q, quantizer.n_q)):
             if self.scales[layer] is None or item.snapshot:
                 self.scales[layer] = code_spacing(before.codebooks[layer])
-            for e in layer_events(item.step_to, layer, before, quantizer, self.scales[layer]):
+            for e in layer_events(item.step_to, layer, before, quantizer, self.scales[layer], counts[layer]):
                 out.append(EventRecord(e.step, e.layer, e.code, e.kind, _finite(e.ema_size_before),
                                        _finite(e.ema_size_after), _finite(e.jump)))
         return out

@@ -79,9 +79,14 @@ def code_spacing(codebook: torch.Tensor, sample: int = SPACING_SAMPLE) -> float:
 
 
 def layer_events(step: int, layer: int, before: Quantizer, after: Quantizer,
-                 scale: float | None = None) -> list[Event]:
+                 scale: float | None = None, chosen: np.ndarray | None = None) -> list[Event]:
     """Events of one layer between two states of a quantizer. `scale` is the earlier codebook's median
-    nearest-neighbour distance when the caller already knows it (a live run measures it now and then)."""
+    nearest-neighbour distance when the caller already knows it (a live run measures it now and then).
+
+    `chosen` (a live run: how many frames chose each code between the two states) narrows replacements
+    to codes that no frame chose: an EMA update or a gradient moves only the codes that win frames, so an
+    unused code that jumped was moved by the trainer's expiry. Between saved checkpoints nothing says which
+    codes were chosen, and the jump alone decides."""
     events: list[Event] = []
     if before.has_ema and after.has_ema:
         size_b, size_a = before.cluster_size[layer], after.cluster_size[layer]
@@ -97,7 +102,10 @@ def layer_events(step: int, layer: int, before: Quantizer, after: Quantizer,
         scale = 0.0
     drift = float(moves.median())
     limit = max(JUMP_FACTOR * scale, DRIFT_FACTOR * drift)
-    for code in (moves > limit).nonzero().flatten().tolist():
+    jumped = moves > limit
+    if chosen is not None:
+        jumped &= torch.from_numpy(np.asarray(chosen) == 0).to(jumped.device)
+    for code in jumped.nonzero().flatten().tolist():
         sizes = ((float(before.cluster_size[layer][code]), float(after.cluster_size[layer][code]))
                  if before.has_ema and after.has_ema else (None, None))
         events.append(Event(step, layer, code, "replaced", *sizes, float(moves[code]) / scale if scale else None))
