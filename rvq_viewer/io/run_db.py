@@ -236,11 +236,7 @@ class RunReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise LoadError("no such run database", self.path)
-        try:
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise LoadError(f"cannot open the run database ({_reason(exc)})", self.path) from None
+        self._connect()
         try:
             check_header(self.db, self.path)
             self.meta = {k: json.loads(v) for k, v in self._query("SELECT key, value FROM meta")}
@@ -254,6 +250,26 @@ class RunReader:
         if not self.layers:
             self.db.close()
             raise LoadError("run database lists no layers", self.path)
+
+    def _connect(self) -> None:
+        """Read-only. A live writer keeps a `-wal` file beside the database; without one nobody writes it,
+        and it is opened immutable so that SQLite creates no `-wal`/`-shm` files either."""
+        self.immutable = not self.wal_path.exists()
+        uri = self.path.resolve().as_uri() + ("?immutable=1" if self.immutable else "?mode=ro")
+        try:
+            self.db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise LoadError(f"cannot open the run database ({_reason(exc)})", self.path) from None
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
+
+    def refresh(self) -> None:
+        """Reopen a database opened immutable once a writer has started on it again (a resumed run)."""
+        if self.immutable and self.wal_path.exists():
+            self.db.close()
+            self._connect()
 
     @property
     def codebook_sizes(self) -> list[int]:

@@ -128,7 +128,8 @@ def _snac_options(module) -> dict:
 
 
 def _moshi_sizes(module) -> list[int]:
-    return [int(module.bins)] * int(module.total_codebooks if hasattr(module, "total_codebooks") else module.n_q)
+    """moshi initialises a codebook at its first training use: before that the loader cannot read it."""
+    return [int(module.cardinality)] * int(module.total_codebooks)
 
 
 ADAPTERS: list[Adapter] = [

@@ -107,6 +107,7 @@ class Run:
         update = RunUpdate()
         touched: set[int] = set()
         for index, reader in enumerate(self.readers):
+            reader.refresh()
             for row in reader.windows(self._last_window[index]):
                 self._rows[(index, row.id)] = row
                 self._groups.add(index, row.id, row.step_to)
