@@ -25,7 +25,8 @@ from .exports import Exporter
 from .menus import build_menus
 from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, HistogramView, OverviewView,
                      ResidualsView)
-from .series import EventsView
+from .runs import RunView
+from .series import EventsView, SeriesFollower
 from .state import AppState
 from .trainer import TrainerPanel
 from .widgets.banner import MessageBanner
@@ -75,8 +76,10 @@ class MainWindow(QMainWindow):
         self.diagnosis = DiagnosisPanel(self.state)
         self.events_view = EventsView(self.state)
         self.trainer_panel = TrainerPanel(self.state)
+        self.run_view = RunView(self.state)
+        self.series_follower = SeriesFollower(self.events_view)
         self.views = [self.overview, self.histogram, self.map, self.residuals, self.dead_codes, self.diagnosis,
-                      self.events_view, self.trainer_panel]
+                      self.events_view, self.trainer_panel, self.run_view]
         self.events_view.checkpoint_wanted.connect(lambda path: self.open(path))
         self.events_view.died_at_changed.connect(self.dead_codes.set_died_at)
         self.events_view.slot.busy_changed.connect(self._series_busy)
@@ -163,6 +166,7 @@ class MainWindow(QMainWindow):
         self._dock(self.diagnosis, Qt.DockWidgetArea.LeftDockWidgetArea, "diagnosis", self.diagnosis.title)
         self._dock(self.events_view, bottom, "events", "Events (checkpoint series)")
         self._dock(self.trainer_panel, bottom, "trainer", "Trainer (what-if)")
+        self._dock(self.run_view, bottom, "run", "Run (live)")
         self.resize(*default_size(self.screen().availableGeometry().size()))
         self.arrange(compact_for(self.size()))
 
@@ -173,17 +177,17 @@ class MainWindow(QMainWindow):
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         for name in ("histogram", "residuals"):
             self.addDockWidget(right, d[name])
-        for name in ("overview", "dead_codes", "events", "trainer"):
+        for name in ("overview", "dead_codes", "events", "trainer", "run"):
             self.addDockWidget(bottom, d[name])
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["diagnosis"])
         if compact:
             self.tabifyDockWidget(d["histogram"], d["residuals"])
-            for name in ("dead_codes", "events", "trainer"):
+            for name in ("dead_codes", "events", "trainer", "run"):
                 self.tabifyDockWidget(d["overview"], d[name])
         else:
             self.splitDockWidget(d["histogram"], d["residuals"], Qt.Orientation.Vertical)
             self.splitDockWidget(d["overview"], d["dead_codes"], Qt.Orientation.Horizontal)
-            for name in ("events", "trainer"):
+            for name in ("events", "trainer", "run"):
                 self.tabifyDockWidget(d["overview"], d[name])
         width, height = self.width(), self.height()
         self.resizeDocks([d["diagnosis"]], [int(0.22 * width) if compact else DIAGNOSIS_DOCK_WIDTH],
@@ -285,6 +289,11 @@ class MainWindow(QMainWindow):
     def open_series(self) -> None:
         self._raise_dock("events")
         self.events_view.ask_open_folder()
+
+    def open_run(self, path: str | Path | None = None) -> None:
+        """Follow a monitored training run (a run directory or its database; None: ask for one)."""
+        self._raise_dock("run", 420)
+        self.run_view.open(path) if path else self.run_view.ask_open()
 
     def _session_changed(self, session) -> None:
         self.layer_box.blockSignals(True)
@@ -488,7 +497,7 @@ class MainWindow(QMainWindow):
         self.exporter.report_slot.cancel()
         ok = cancel_and_wait(slots + [self.map.slot, self.dead_codes.slot, self.events_view.slot,
                                       self.trainer_panel.slot, self.trainer_panel.save_slot,
-                                      self.exporter.report_slot], msecs)
+                                      self.exporter.report_slot, *self.run_view.slots], msecs)
         if self.service is not None:
             self.service.close()
         return ok

@@ -70,6 +70,14 @@ def run_files(path: str | Path) -> list[Path]:
     return [path]
 
 
+def is_run_path(path: str | Path) -> bool:
+    """A run directory (holding a rank's database) or a run database file, by name."""
+    path = Path(path)
+    if path.is_dir():
+        return any(path.glob(f"{FILE_PREFIX}.rank*{FILE_SUFFIX}"))
+    return path.name.startswith(FILE_PREFIX) and path.suffix == FILE_SUFFIX
+
+
 def _rank_of(path: Path) -> int:
     text = path.name[len(FILE_PREFIX) + len(".rank"):-len(FILE_SUFFIX)]
     return int(text) if text.isdigit() else 1 << 30

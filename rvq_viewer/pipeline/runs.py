@@ -14,6 +14,7 @@ schema) raises a one-line LoadError naming the file.
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.lock = threading.RLock()        # one reader thread at a time (the app polls and shows windows)
         self.readers = [RunReader(p) for p in run_files(self.path)]
         first = self.readers[0]
         for reader in self.readers[1:]:
