@@ -11,7 +11,7 @@ $py -m pip install -q --upgrade pip
 # in pyproject.toml could pull a multi-GB CUDA build. A GPU user installs their CUDA torch first.
 $py -c "import torch" 2>/dev/null || $py -m pip install -q "torch==2.13.0"
 if [ "${1:-}" = "test" ]; then
-    $py -m pip install -q -e ".[test]"
+    $py -m pip install -q -e ".[test]"   # with lightning, transformers and accelerate (the monitor's callbacks)
     # Parity references. encodec declares torchaudio, which this torch does not need and which could
     # replace it: its quantizer needs only torch and einops, so it goes in without dependencies.
     $py -m pip install -q --no-deps "encodec==0.1.1"
