@@ -128,11 +128,24 @@ def _own_rvq():
     return rvq, lambda g: (torch.randn(2, 8, 20, generator=g),), lambda out: out.codes.reshape(2, -1)
 
 
-def _gpt_sovits_order_rvq():
-    """GPT-SoVITS's quantizer (module/core_vq.py, mirrored by rvq_viewer.quant: EMA update before expiry)."""
-    rvq = ResidualVectorQuantization(num_quantizers=2, dim=8, codebook_size=32, kmeans_init=True, kmeans_iters=3,
-                                     expire_before_ema=False)
-    return rvq, lambda g: (torch.randn(2, 8, 20, generator=g),), lambda out: out.codes.reshape(2, -1)
+class ResidualVectorQuantizer(torch.nn.Module):
+    """GPT-SoVITS's `module/quantize.py` wrapper, by its interface: `self.vq` is the core RVQ (its
+    `module/core_vq.py`, which rvq_viewer.quant mirrors, EMA update before expiry) and forward returns
+    (quantized, codes [n_q, B, T], mean commitment loss, the asked layers' outputs)."""
+
+    def __init__(self, dimension: int, n_q: int, bins: int):
+        super().__init__()
+        self.vq = ResidualVectorQuantization(num_quantizers=n_q, dim=dimension, codebook_size=bins, kmeans_init=True,
+                                             kmeans_iters=3, expire_before_ema=False)
+
+    def forward(self, x, n_q=None, layers=None):
+        out = self.vq(x, n_q=n_q, layers=layers)
+        return out.quantized, out.codes, out.losses.mean(), out.layer_outputs
+
+
+def _gpt_sovits():
+    module = ResidualVectorQuantizer(8, 2, 32)
+    return module, lambda g: (torch.randn(2, 8, 20, generator=g),), lambda out: out[1].reshape(2, -1)
 
 
 def _vqp_grouped():
@@ -174,7 +187,7 @@ def _snac():
     return module, lambda g: (torch.randn(2, 16, 20, generator=g),), lambda out: [c.reshape(-1) for c in out[1]]
 
 
-FAMILIES = {"rvq-viewer / EnCodec order": _own_rvq, "GPT-SoVITS order": _gpt_sovits_order_rvq,
+FAMILIES = {"rvq-viewer / EnCodec order": _own_rvq, "GPT-SoVITS": _gpt_sovits,
             "vqpytorch ResidualVQ": _vqp_rvq, "vqpytorch heads": _vqp_heads, "vqpytorch groups": _vqp_grouped,
             "DAC": _dac, "moshi": _moshi, "SNAC": _snac}
 
