@@ -15,6 +15,7 @@ from PySide6.QtCore import QByteArray, QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton,
                                QToolBar, QVBoxLayout, QWidget)
 
+from ..io.run_db import is_run_path
 from ..runtime import available_devices
 from ..version import __version__
 from . import settings
@@ -316,7 +317,7 @@ class MainWindow(QMainWindow):
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.open(paths=paths)
+            self.open_run(paths[0]) if len(paths) == 1 and is_run_path(paths[0]) else self.open(paths=paths)
 
     # --- audit ---------------------------------------------------------------------------------------------
     @property
