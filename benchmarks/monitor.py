@@ -4,8 +4,9 @@ A small codec's training step (Conv1d encoder, EMA residual quantizer as EnCodec
 Adam) runs `--steps` steps without the monitor and `--steps` steps with it attached with its defaults
 (a window every 100 steps, a codebook snapshot every 10 windows, the background writer), in interleaved
 rounds; the best round of each is kept (on a shared machine other processes only slow a round down).
-Also printed: the hook alone (counting one step's codes on the device), timed in isolation, over the
-step time: the part of the overhead that is paid on every step.
+Also printed, timed in isolation and steadier than the end-to-end ratio on a shared machine: what the
+training thread itself spends, counting each step's codes and closing each window (copying counts and
+state off the device), over the step time. The writer thread runs niced on another core.
 
     .venv/bin/python benchmarks/monitor.py                 # K=1024 n_q=8 and K=65,536 n_q=1, CPU
     .venv/bin/python benchmarks/monitor.py --device cuda   # the same on a GPU
@@ -30,7 +31,7 @@ from rvq_viewer.monitor.adapters import extract  # noqa: E402
 from rvq_viewer.quant import ResidualVectorQuantization  # noqa: E402
 
 # (K, n_q, D, items per batch): the large codebook's EMA update (a one-hot [frames, K]) dominates its step.
-CONFIGS = {"K=1024 n_q=8": dict(k=1024, n_q=8, dim=128, batch=8), "K=65536 n_q=1": dict(k=65536, n_q=1, dim=32, batch=4)}
+CONFIGS = {"K=1024 n_q=8": dict(k=1024, n_q=8, dim=64, batch=4), "K=65536 n_q=1": dict(k=65536, n_q=1, dim=32, batch=2)}
 
 
 class Codec(torch.nn.Module):
@@ -61,10 +62,11 @@ def run_steps(model, optimizer, batches, device) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def hook_cost(model, x, device, repeats: int = 50) -> float:
-    """Seconds to count one step's codes (the hook's work on every step), the step's output reused."""
+def training_thread_costs(model, x, device, repeats: int = 50) -> tuple[float, float]:
+    """Seconds the training thread spends (counting one step's codes, closing one window: copying the
+    counts and the module's state off the device and queueing them), the step's output reused."""
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = CodebookMonitor(tmp, every=10**9)
+        monitor = CodebookMonitor(tmp, every=10**9, queue_size=10**6)
         monitor.attach(model.quantizer)
         with torch.no_grad():
             out = model.quantizer(model.encoder(x))
@@ -74,9 +76,15 @@ def hook_cost(model, x, device, repeats: int = 50) -> float:
         for _ in range(repeats):
             monitor._add(0, extract(monitor.adapter, model.quantizer, out, *monitor._tables))
         sync(device)
-        cost = (time.perf_counter() - start) / repeats
+        hook = (time.perf_counter() - start) / repeats
+        closes = []
+        for step in range(1, 6):
+            monitor._add(step, extract(monitor.adapter, model.quantizer, out, *monitor._tables))
+            start = time.perf_counter()
+            monitor._close_window()
+            closes.append(time.perf_counter() - start)
         monitor.close()
-    return cost
+    return hook, min(closes)
 
 
 def bench(name: str, k: int, n_q: int, dim: int, batch: int, args, device) -> None:
@@ -99,22 +107,27 @@ def bench(name: str, k: int, n_q: int, dim: int, batch: int, args, device) -> No
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     step, with_monitor = min(plain), min(monitored)
-    hook = hook_cost(model, batches[0], device)
+    hook, close = training_thread_costs(model, batches[0], device)
+    per_step = hook + close / 100                       # the default window: 100 steps
     frames = batch * args.frames
     print(f"{name:>14} D={dim} {frames} frames/step: step {step * 1e3:8.2f} ms, with monitor {with_monitor * 1e3:8.2f} ms "
-          f"-> ratio {with_monitor / step:.4f} ({(with_monitor / step - 1) * 100:+.2f}%); hook alone {hook * 1e6:7.1f} us "
-          f"= {hook / step * 100:.3f}% of a step; database {size / 1e6:.2f} MB per {args.steps} steps")
+          f"-> ratio {with_monitor / step:.4f} ({(with_monitor / step - 1) * 100:+.2f}%)\n"
+          f"{'':>14} training thread: hook {hook * 1e6:.0f} us per step + window close {close * 1e3:.2f} ms per 100 steps "
+          f"= {per_step / step * 100:.3f}% of a step; database {size / 1e6:.2f} MB per {args.steps} steps")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=120, help="steps per round (at least 100: a window closes)")
+    p.add_argument("--steps", type=int, default=110, help="steps per round (at least 100: a window closes)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: a step on shared cores is steadier without OpenMP barriers)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--frames", type=int, default=150, help="frames per item (150: 2 s at 75 Hz)")
     p.add_argument("--only", choices=list(CONFIGS), help="one configuration")
     args = p.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name, config in CONFIGS.items():

@@ -30,7 +30,7 @@ from ..widgets.common import DEAD_COLOR, header_label
 from ..workers import JobSlot
 from .plots import RunPlots
 
-POLL_MS = 1000
+POLL_MS = 500
 SHOW_DELAY_MS = 120        # the slider settles this long before its window is built
 
 
