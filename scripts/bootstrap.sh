@@ -11,6 +11,7 @@ $py -m pip install -q --upgrade pip
 # in pyproject.toml could pull a multi-GB CUDA build. A GPU user installs their CUDA torch first.
 $py -c "import torch" 2>/dev/null || $py -m pip install -q "torch==2.13.0"
 if [ "${1:-}" = "test" ]; then
+    # with the dask extra, and lightning, transformers and accelerate (the monitor's callbacks)
     $py -m pip install -q -e ".[test,dask]"
     # Parity references. encodec declares torchaudio, which this torch does not need and which could
     # replace it: its quantizer needs only torch and einops, so it goes in without dependencies.

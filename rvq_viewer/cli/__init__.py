@@ -21,8 +21,8 @@ EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 MAX_MESSAGE = 600
-COMMAND_MODULES = ("audit", "report", "events", "desktop", "warm_up")
-COMMANDS = ("info", "audit", "report", "events", "desktop", "warm-up")
+COMMAND_MODULES = ("audit", "report", "events", "desktop", "warm_up", "runs")
+COMMANDS = ("info", "audit", "report", "events", "desktop", "warm-up", "runs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""`rvq-viewer [CKPT [FEATURES...]]`: the desktop app's entry point, and `--screenshot` for checks.
+"""`rvq-viewer [CKPT [FEATURES...]]` or `rvq-viewer RUN_DIR`: the desktop app's entry point, and
+`--screenshot` for checks.
 
 With no checkpoint the bundled demo opens and is audited at once. `--screenshot OUT.png` waits until
 every view has its data (and the UMAP, unless --no-umap), saves the window (or one view, --view) and
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..io.run_db import is_run_path
 from ..locations import resources_dir
 
 VIEWS = ("overview", "histogram", "centroid_map", "residuals", "dead_codes", "family")
@@ -139,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if service is not None:
         QTimer.singleShot(300, _start_service(window, service))  # warm UMAP up once the window is up
-    if args.checkpoint:
+    if args.checkpoint and is_run_path(args.checkpoint) and not args.features:
+        window.open_run(args.checkpoint)
+    elif args.checkpoint:
         window.open(args.checkpoint, args.features if args.features else None, load=_load_options(parser, args))
     else:
         checkpoint, features = demo_paths()

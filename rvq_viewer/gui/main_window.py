@@ -15,6 +15,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QVBoxLayout,
                                QWidget)
 
+from ..io.run_db import is_run_path
 from ..version import __version__
 from . import settings, theme, unsaved, window_settings
 from .actions import Actions
@@ -25,7 +26,8 @@ from .menus import build_menus
 from .toolbar import build_toolbar
 from .panels import (CentroidMapView, DeadCodesView, DiagnosisPanel, FamilyView, HistogramView, OverviewView,
                      ResidualsView)
-from .series import EventsView
+from .runs import RunView
+from .series import EventsView, SeriesFollower
 from .state import AppState
 from .trainer import TrainerPanel
 from .widgets.banner import MessageBanner
@@ -76,8 +78,10 @@ class MainWindow(QMainWindow):
         self.events_view = EventsView(self.state)
         self.trainer_panel = TrainerPanel(self.state)
         self.family_view = FamilyView(self.state)
+        self.run_view = RunView(self.state)
+        self.series_follower = SeriesFollower(self.events_view)
         self.views = [self.overview, self.histogram, self.map, self.residuals, self.dead_codes, self.diagnosis,
-                      self.events_view, self.trainer_panel, self.family_view]
+                      self.events_view, self.trainer_panel, self.family_view, self.run_view]
         self.events_view.checkpoint_wanted.connect(lambda path: self.open(path))
         self.events_view.died_at_changed.connect(self.dead_codes.set_died_at)
         self.events_view.slot.busy_changed.connect(self._series_busy)
@@ -168,6 +172,7 @@ class MainWindow(QMainWindow):
         self._dock(self.events_view, bottom, "events", "Events (checkpoint series)")
         self._dock(self.trainer_panel, bottom, "trainer", "Trainer (what-if)")
         self._dock(self.family_view, bottom, "family", self.family_view.title)
+        self._dock(self.run_view, bottom, "run", "Run (live)")
         self.resize(*default_size(self.screen().availableGeometry().size()))
         self.arrange(compact_for(self.size()))
 
@@ -178,17 +183,17 @@ class MainWindow(QMainWindow):
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         for name in ("histogram", "residuals"):
             self.addDockWidget(right, d[name])
-        for name in ("overview", "dead_codes", "events", "trainer", "family"):
+        for name in ("overview", "dead_codes", "events", "trainer", "family", "run"):
             self.addDockWidget(bottom, d[name])
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d["diagnosis"])
         if compact:
             self.tabifyDockWidget(d["histogram"], d["residuals"])
-            for name in ("dead_codes", "events", "trainer", "family"):
+            for name in ("dead_codes", "events", "trainer", "family", "run"):
                 self.tabifyDockWidget(d["overview"], d[name])
         else:
             self.splitDockWidget(d["histogram"], d["residuals"], Qt.Orientation.Vertical)
             self.splitDockWidget(d["overview"], d["dead_codes"], Qt.Orientation.Horizontal)
-            for name in ("events", "trainer", "family"):
+            for name in ("events", "trainer", "family", "run"):
                 self.tabifyDockWidget(d["overview"], d[name])
         width, height = self.width(), self.height()
         self.resizeDocks([d["diagnosis"]], [int(0.22 * width) if compact else DIAGNOSIS_DOCK_WIDTH],
@@ -262,6 +267,11 @@ class MainWindow(QMainWindow):
         self._raise_dock("events")
         self.events_view.ask_open_folder()
 
+    def open_run(self, path: str | Path | None = None) -> None:
+        """Follow a monitored training run (a run directory or its database; None: ask for one)."""
+        self._raise_dock("run", 420)
+        self.run_view.open(path) if path else self.run_view.ask_open()
+
     def _session_changed(self, session) -> None:
         self.layer_box.blockSignals(True)
         self.layer_box.clear()
@@ -285,7 +295,7 @@ class MainWindow(QMainWindow):
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.open(paths=paths)
+            self.open_run(paths[0]) if len(paths) == 1 and is_run_path(paths[0]) else self.open(paths=paths)
 
     # --- audit ---------------------------------------------------------------------------------------------
     @property
@@ -476,7 +486,7 @@ class MainWindow(QMainWindow):
         self.exporter.cancel()
         ok = cancel_and_wait(slots + [self.map.slot, self.dead_codes.slot, self.events_view.slot,
                                       self.trainer_panel.slot, self.trainer_panel.save_slot,
-                                      *self.exporter.slots], msecs)
+                                      *self.exporter.slots, *self.run_view.slots], msecs)
         if self.service is not None:
             self.service.close()
         return ok

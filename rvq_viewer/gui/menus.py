@@ -27,6 +27,8 @@ def build_menus(w) -> None:
     a.add("file.open_folder", "Open feature f&older…", w.ask_open_folder, "file")
     a.add("file.open_series", "Open checkpoint &series…", w.open_series, "file",
           tip="a folder of checkpoints saved during one training run: dead-code events over steps")
+    a.add("file.open_run", "Open &run…", lambda: w.open_run(), "file",
+          tip="a run directory written by rvq_viewer.monitor: followed live while the training runs")
     a.menu("file.demo", "Open &demo", "file")
     a.add("file.demo_healthy", "Healthy quantizer", lambda: w.controller.open_demo("healthy"), "file.demo")
     a.add("file.demo_collapsed", "Collapsed quantizer", lambda: w.controller.open_demo("collapsed"), "file.demo")

@@ -15,6 +15,7 @@ import shiboken6
 from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import GeneratorWorker, WorkerBase, create_worker
 
+
 _live: set[WorkerBase] = set()   # started and not yet finished, across all slots
 # Jobs run at the GUI's own priority. They used to be niced, and every thread a job started inherited it:
 # the CPU search workers and the feature reader ran at nice 10, so on a machine shared with other

@@ -87,6 +87,23 @@ def open_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
                    **options) -> tuple[Quantizer, Checkpoint]:
     """`load_quantizer`, and the checkpoint it came from (its metadata says when it was saved)."""
     ckpt = read_checkpoint(path, skip_transform=skip_transform, n_q=n_q, base=base, **options)
+    return build_quantizer(ckpt, format, n_q, base), ckpt
+
+
+def quantizer_from_state(state: dict, label: str | Path, format: str | None = None, **options) -> Quantizer:
+    """The quantizer of a live module's state dict (`module.state_dict()`), read as a checkpoint file of
+    that state would be: what `rvq_viewer.monitor` sees of the module it watches. `label` names it in
+    messages."""
+    ckpt = unwrap({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, Path(label))
+    ckpt.options.update(options)
+    return build_quantizer(ckpt, format, options.get("n_q"))
+
+
+def build_quantizer(ckpt: Checkpoint, format: str | None = None, n_q: int | None = None,
+                    base: str | Path | None = None) -> Quantizer:
+    """The quantizer of a located state (see `load_quantizer`)."""
+    path = ckpt.path
+    options = ckpt.options
     fmt = detect_format(ckpt, format)
     if format:
         try:
@@ -114,7 +131,7 @@ def open_quantizer(path: str | Path, format: str | None = None, n_q: int | None 
         raise LoadError("a base model is only used for GPT-SoVITS LoRA exports; this checkpoint is "
                         f"{quantizer.format}", ckpt.path)
     quantizer.notes[:0] = ckpt.notes + _config_notes(ckpt)
-    return quantizer, ckpt
+    return quantizer
 
 
 def _config_notes(ckpt: Checkpoint) -> list[str]:

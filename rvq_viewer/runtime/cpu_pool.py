@@ -10,6 +10,7 @@ import atexit
 import ctypes
 import os
 import queue
+import sys
 import threading
 
 import torch
@@ -161,3 +162,31 @@ def stop_cpu_workers(timeout: float = 30.0) -> None:
         workers, _WORKERS = _WORKERS, None
     if workers:
         workers.close(timeout)
+
+
+def work_alone() -> None:
+    """Make the calling thread run its torch ops on itself alone and never start the shared workers: a
+    background thread inside another program (rvq_viewer.monitor's writer, in a training process) must
+    not spread over the cores that program uses."""
+    torch.get_num_threads()              # torch's lazy per-thread init first, so it cannot undo ours
+    setter = _omp_setter()
+    if setter is not None:
+        setter(1)
+    _IN_WORKER.active = True
+
+
+BACKGROUND_NICE = 10             # background threads yield the CPU to the foreground (Linux: per thread)
+_niced: set[int] = set()
+
+
+def lower_thread_priority() -> None:
+    """Nice the calling thread (once per thread), so a busy background job cannot starve the GUI thread
+    or a training loop."""
+    tid = threading.get_native_id()
+    if tid in _niced or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    _niced.add(tid)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except OSError:
+        pass
