@@ -177,3 +177,12 @@ def test_f1_lists_the_keyboard_shortcuts(loaded, qtbot):
 def test_parse_is_what_the_box_uses(loaded):
     sizes = [len(cb) for cb in loaded.session.codebooks]
     assert parse_code_ref("3:511", 0, sizes) == (3, 511)
+
+
+def test_reset_key_covers_the_run_view(loaded, qtbot):
+    win = loaded
+    run_views = [view for view in win.views if type(view).__name__ == "RunView"]
+    assert run_views, "the run view takes part in View > Reset plot views"
+    for view in run_views:
+        assert hasattr(view, "reset_button")
+    win.commands["view.reset_views"].trigger()     # must not raise for any view

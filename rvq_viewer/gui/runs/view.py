@@ -26,7 +26,7 @@ from ...app.run_jobs import RunPolled, WindowShown, poll_job, window_job
 from .. import settings
 from ..controller import error_text
 from ..state import AppState
-from ..widgets.common import DEAD_COLOR, header_label
+from ..widgets.common import DEAD_COLOR, header_label, reset_button, reset_plots
 from ..workers import JobSlot
 from .plots import RunPlots
 
@@ -67,6 +67,8 @@ class RunView(QWidget):
         top.addWidget(self.follow_box)
         top.addStretch(1)
         top.addWidget(self.status)
+        self.reset_button = reset_button(self.reset_view, "run")
+        top.addWidget(self.reset_button)
         self.header = header_label(2)
         self.header.setObjectName("run-header")
         self.plots = RunPlots()
@@ -113,6 +115,9 @@ class RunView(QWidget):
     @property
     def slots(self) -> list[JobSlot]:
         return [self.poll_slot, self.window_slot]
+
+    def reset_view(self) -> None:
+        reset_plots(self)
 
     def cleanup(self) -> None:
         self.timer.stop()
