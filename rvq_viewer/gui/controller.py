@@ -114,9 +114,11 @@ class AuditController(QObject):
             return
         self._pending = None
         self.state.set_failure("")
-        self.status.emit(f"Auditing {session.total_frames:,} frames on {self.state.device}…", 0)
-        self.audit_slot.start(audit_stream, session, self.state.device, yielded=self._yielded,
-                              errored=self._audit_failed)
+        where = f"the Dask cluster {self.state.cluster} (starting or connecting first)" if self.state.cluster \
+            else self.state.device
+        self.status.emit(f"Auditing {session.total_frames:,} frames on {where}…", 0)
+        self.audit_slot.start(audit_stream, session, self.state.device, cluster=self.state.cluster,
+                              yielded=self._yielded, errored=self._audit_failed)
 
     def cancel_audit(self) -> None:
         if not self.audit_slot.busy:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
 
 from ..io.run_db import is_run_path
 from ..version import __version__
-from . import settings, theme, unsaved, window_settings
+from . import run_on, settings, theme, unsaved, window_settings
 from .actions import Actions
 from .compare import CompareController
 from .controller import AuditController
@@ -391,6 +391,10 @@ class MainWindow(QMainWindow):
             dock.show()
             dock.raise_()
         self.statusBar().showMessage(f"Evidence: {label}", 5000)
+
+    def set_cluster(self, address: str) -> None:
+        """Where the next audits run: a Dask address, or "" for this machine (gui/run_on.py)."""
+        run_on.set_cluster(self, address)
 
     def set_theme(self, choice: str) -> None:
         """Light, dark or the desktop's: the window and the plots already drawn restyle at once."""

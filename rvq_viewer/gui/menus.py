@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 
 from ..runtime import available_devices
-from . import settings
+from . import run_on, settings
 from .widgets.common import RESET_VIEW_KEY
 from .load_dialog import ask_open_with_options
 
@@ -105,6 +105,15 @@ def build_menus(w) -> None:
         act.triggered.connect(lambda checked=False, n=name: w.set_device(n))
         w.device_group.addAction(act)
         devices.addAction(act)
+    run_on_menu = a.menu("audit.run_on", "Run &on", "audit")
+    w.run_on_group = QActionGroup(w)
+    for id, text, slot in (("audit.run_local", "&This machine", lambda: w.set_cluster("")),
+                           ("audit.run_dask", "A &Dask cluster…", lambda: run_on.ask_cluster(w))):
+        act = a.add(id, text, slot)
+        act.setCheckable(True)
+        w.run_on_group.addAction(act)
+        run_on_menu.addAction(act)
+    a["audit.run_local"].setChecked(True)
     a.separator("audit")
     a.add("audit.pin", "&Pin as comparison reference", w.pin_reference, "audit", "Ctrl+K",
           "keep this audit as a dotted reference in the residual plot")

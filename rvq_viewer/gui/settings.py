@@ -21,6 +21,7 @@ DEFAULTS: dict[str, object] = {
     "export_dir": "",              # where the last export went ("": the user's documents)
     "theme": "system",             # "system", "light" or "dark"
     "device": "auto",
+    "audit/cluster": "",           # the Dask address last used in Audit > Run on ("": this machine)
     "histogram/log": True,
     "histogram/sorted": False,
     "map/all_layers": False,

@@ -158,6 +158,7 @@ class AppState(QObject):
         self.overlay: MapOverlay | None = None
         self.failure = ""
         self._device = "auto"
+        self.cluster = ""                    # a Dask address the audit runs on ("": this process)
         self._subscribers: list[Callable] = []
         self._stale: list[Callable] = []
         self._stagger = QTimer(self)

@@ -24,7 +24,9 @@ from PySide6.QtCore import QThread, QThreadPool  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 # The engine's process-wide CPU search pool (rvq_viewer.quant.search.CpuWorkers): started on the first
 # audit and kept on purpose for the life of the process, so it is not a leak of the test that started it.
-PERSISTENT_THREADS = "rvq-worker-"
+# Dask's offload and callback executors are module-level in `distributed` (one per process, never shut
+# down), so the first test that uses a cluster starts them for every later one.
+PERSISTENT_THREADS = ("rvq-worker-", "Dask-Offload_", "Dask-Callback-Thread_")
 DEMO = ROOT / "assets" / "demo"
 
 
@@ -114,7 +116,7 @@ def _dangling_python_threads():
     deadline = time.monotonic() + 2.0
     while True:
         extra = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                 and not t.name.startswith(("Dummy", "QThread", PERSISTENT_THREADS))]
+                 and not t.name.startswith(("Dummy", "QThread", *PERSISTENT_THREADS))]
         if not extra or time.monotonic() > deadline:
             break
         time.sleep(0.02)
