@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PySide6.QtCore import QElapsedTimer, QTimer
 
 from rvq_viewer.io.run_db import RunReader, run_files
@@ -65,7 +64,7 @@ def test_the_run_dock_follows_a_run_being_written(window, qtbot, tmp_path):
         qtbot.waitUntil(lambda: view.arrays is not None and view.shown is not None, timeout=30_000)
         first = view.arrays.n_windows
         # The event loop keeps turning while the run is followed.
-        ticks, clock, worst = [], QElapsedTimer(), [0]
+        clock, worst = QElapsedTimer(), [0]
         clock.start()
 
         def tick():
