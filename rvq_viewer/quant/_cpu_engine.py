@@ -5,6 +5,8 @@
 - the tile comes from oneDNN (`torch.ops.mkldnn._linear_pointwise`) with `-2 E` packed once per
   codebook and ||e||² as the bias; where that op is missing or disagrees with `addmm` on a probe,
   `torch.addmm(out=...)` into a reused buffer;
+- panel width, tile size and the path (oneDNN, addmm, or faiss's IndexFlatL2 where installed) are the
+  ones `search_probe` measured fastest on this host for the shape;
 - the argmin is two-level: each panel's codes are stored permuted so that one vectorised vertical
   `amin` gives the minimum of every group of S consecutive codes; the first group holding the row
   minimum is found among few group minima, then the first code in that group. Ties go to the lowest
@@ -19,9 +21,10 @@ import weakref
 
 import torch
 
-# At most this many codes per score tile, and about this many tile bytes per block.
-PANEL = 4096
-TILE_BYTES = 2 << 20
+from .search_probe import DEFAULT, SearchConfig, config_for
+
+# At most this many codes per score tile (by default; the probe may choose fewer).
+PANEL = DEFAULT.panel
 # Rows per block when a caller passes none and the tile size allows more.
 MAX_ROWS = 4096
 
@@ -137,31 +140,31 @@ class _Panel:
         """(min score, code) per row of a tile from `scores`; the lowest code wins ties."""
         rows = tile.shape[0]
         cube = tile.view(rows, self.s, self.g)
-        group_min = cube.amin(dim=1)                            # [rows, G]
-        best, group = group_min.min(dim=1)                      # first group holding the minimum
+        best, group = cube.amin(dim=1).min(dim=1)               # first group holding the minimum
         if self.s == 1:
-            return best, group + self.start
+            return best, group.add_(self.start) if self.start else group
         index = group.view(rows, 1, 1).expand(rows, self.s, 1)
-        members = torch.gather(cube, 2, index).view(rows, self.s)
-        _, offset = members.min(dim=1)                          # first code in it with the minimum
-        return best, group * self.s + offset + self.start
+        _, offset = torch.gather(cube, 2, index).view(rows, self.s).min(dim=1)   # first such code in it
+        code = offset.add_(group, alpha=self.s)                  # group * S + offset, in place
+        return best, code.add_(self.start) if self.start else code
 
 
 class _CpuPlan:
     """Everything prepared once per codebook for the CPU engine."""
 
-    def __init__(self, codebook: torch.Tensor, sq: torch.Tensor | None):
+    def __init__(self, codebook: torch.Tensor, sq: torch.Tensor | None, config: SearchConfig = DEFAULT):
         if sq is None:
             sq = squared_norms(codebook)
         codebook = codebook.detach().contiguous()
         sq = sq.detach().to(torch.float32).contiguous()
         self.k, self.d = codebook.shape
-        self.use_onednn = _onednn_ok()
-        width = min(self.k, PANEL)
+        self.config = config
+        self.use_onednn = config.path == "onednn" and _onednn_ok()
+        width = min(self.k, config.panel)
         self.panels = [_Panel(codebook, sq, start, min(width, self.k - start))
                        for start in range(0, self.k, width)]
         widest = max(p.padded for p in self.panels)
-        self.rows = int(max(16, min(MAX_ROWS, TILE_BYTES // (4 * widest))))
+        self.rows = int(max(16, min(MAX_ROWS, config.tile_bytes // (4 * widest))))
         if self.use_onednn:
             for p in self.panels:
                 p.pack(self.rows)
@@ -180,8 +183,10 @@ class _CpuPlan:
     def search(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
         n = x.shape[0]
         rows = self.rows if block is None else max(1, int(block))
-        out = torch.empty(n, dtype=torch.long)
         buf = self._buffer(min(rows, n))
+        if n <= rows:                                            # one block: no output to copy into
+            return self._search_fp32(x if x.is_contiguous() else x.contiguous(), buf)
+        out = torch.empty(n, dtype=torch.long)
         for start in range(0, n, rows):
             xb = x[start:start + rows]
             if not xb.is_contiguous():
@@ -190,17 +195,55 @@ class _CpuPlan:
         return out
 
     def _search_fp32(self, xb: torch.Tensor, buf: torch.Tensor | None) -> torch.Tensor:
-        best = code = None
-        for panel in self.panels:
-            tile = panel.scores(xb, self.use_onednn, buf)
-            value, index = panel.argmin(tile)
-            if best is None:
-                best, code = value, index
-            else:
-                better = value < best                # strict: an earlier panel (lower codes) keeps ties
-                best = torch.where(better, value, best)
-                code = torch.where(better, index, code)
+        best, code = self.panels[0].argmin(self.panels[0].scores(xb, self.use_onednn, buf))
+        for panel in self.panels[1:]:
+            value, index = panel.argmin(panel.scores(xb, self.use_onednn, buf))
+            better = value < best                    # strict: an earlier panel (lower codes) keeps ties
+            best = torch.where(better, value, best)
+            code = torch.where(better, index, code)
         return code
+
+
+# --- faiss ---------------------------------------------------------------------------------------------
+
+_FAISS = None
+
+
+def faiss_module():
+    """faiss, if installed (an optional speed-up: its small-D kernels beat a GEMM there)."""
+    global _FAISS
+    if _FAISS is None:
+        try:
+            import faiss
+            _FAISS = faiss
+        except Exception:  # noqa: BLE001 - missing or broken: not used
+            _FAISS = False
+    return _FAISS or None
+
+
+class _FaissPlan:
+    """IndexFlatL2 over the codebook, searched single-threaded from each CPU worker."""
+
+    def __init__(self, codebook: torch.Tensor):
+        faiss = faiss_module()
+        self.config = SearchConfig("faiss", codebook.shape[0], 0)
+        self.index = faiss.IndexFlatL2(codebook.shape[1])
+        self.index.add(codebook.detach().contiguous().numpy())
+        self._local = threading.local()
+
+    def search(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        from ..runtime.cpu_pool import in_worker
+        if in_worker() and not getattr(self._local, "single", False):
+            faiss_module().omp_set_num_threads(1)     # per calling thread: the other workers run too
+            self._local.single = True
+        _, found = self.index.search(x.detach().contiguous().numpy(), 1)
+        return torch.from_numpy(found[:, 0]).long()
+
+
+def make_plan(codebook: torch.Tensor, sq: torch.Tensor | None, config: SearchConfig):
+    if config.path == "faiss":
+        return _FaissPlan(codebook)
+    return _CpuPlan(codebook, sq, config)
 
 
 # --- plan cache --------------------------------------------------------------------------------------
@@ -210,8 +253,9 @@ _PLANS_LOCK = threading.Lock()
 _MAX_PLANS = 256
 
 
-def plan_for(codebook: torch.Tensor, sq: torch.Tensor | None) -> _CpuPlan:
-    """The prepared plan of a codebook, reused while the same (unmodified) tensors are passed."""
+def plan_for(codebook: torch.Tensor, sq: torch.Tensor | None):
+    """The prepared plan of a codebook (in the configuration measured fastest for its shape), reused
+    while the same (unmodified) tensors are passed."""
     base = codebook._base if codebook._base is not None else codebook
     key = (codebook.data_ptr(), tuple(codebook.shape), tuple(codebook.stride()),
            None if sq is None else (sq.data_ptr(), sq.dtype, tuple(sq.stride())))
@@ -221,7 +265,7 @@ def plan_for(codebook: torch.Tensor, sq: torch.Tensor | None) -> _CpuPlan:
         ref, sq_ref, seen, plan = entry
         if ref() is base and seen == versions and (sq is None or sq_ref() is _base_of(sq)):
             return plan
-    plan = _CpuPlan(codebook, sq)
+    plan = make_plan(codebook, sq, config_for(codebook.shape[1], codebook.shape[0]))
     with _PLANS_LOCK:
         # Plans of codebooks that no longer exist go at once (a plan holds ~2 copies of its table);
         # past _MAX_PLANS live ones, the oldest half goes.

@@ -1,0 +1,220 @@
+"""Which exact CPU search configuration is fastest on this host: measured, not assumed.
+
+The fastest way to score a tile depends on the host: oneDNN's fused linear runs AVX-512 where MKL's
+GEMM takes its AVX2 path (AMD), panel and tile sizes depend on the caches, and faiss's own kernels win
+at small D. So the first time a codebook shape is searched, each candidate configuration scores the
+same probe rows single-threaded (as one CPU worker runs it) and the fastest wins; a candidate whose
+codes differ from the plain `addmm` + `argmin` on any probe row is never used. The probe's codebook
+holds exact duplicates and frames equal to codes, so a candidate that breaks ties other than
+to the lowest index fails it.
+
+Results are kept in `search-probes.json` in the cache folder (beside the UMAP cache), keyed by the CPU,
+torch and faiss versions and the shape, so a host measures each shape once. `RVQ_VIEWER_PROBE=0` uses
+the default configuration without measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+# Shapes narrower than this many table entries (K * D) are too quick to be worth a probe.
+MIN_PROBED = 1 << 13
+# The probe measures on at most this many codes: the search is per panel, so wider tables behave alike.
+PROBE_CODES = 8192
+# About this much arithmetic per timed probe run (2 * rows * K * D), within [1024, 16384] rows.
+PROBE_FLOPS = 4e8
+CACHE_NAME = "search-probes.json"
+CACHE_VERSION = 1
+PROBE_ENABLED = os.environ.get("RVQ_VIEWER_PROBE", "1") != "0"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the CPU engine scores a codebook: `path` "onednn" (fused linear tiles), "addmm" (tiles into
+    a reused buffer) or "faiss" (IndexFlatL2, when installed); `panel` codes and `tile_bytes` per tile."""
+
+    path: str = "onednn"
+    panel: int = 4096
+    tile_bytes: int = 2 << 20
+
+
+DEFAULT = SearchConfig()
+_CHOSEN: dict[tuple[int, int], SearchConfig] = {}
+_LOCK = threading.Lock()
+
+
+def candidates(k: int, faiss_ok: bool) -> list[SearchConfig]:
+    panels = sorted({min(k, p) for p in (1024, 4096)})
+    out = [SearchConfig(path, panel, tile) for path in ("onednn", "addmm") for panel in panels
+           for tile in (512 << 10, 2 << 20, 8 << 20)]
+    if faiss_ok:
+        out.append(SearchConfig("faiss", k, 0))
+    return out
+
+
+def config_for(d: int, k: int) -> SearchConfig:
+    """The measured-fastest exact configuration for a [k, d] float32 codebook on this host."""
+    if not PROBE_ENABLED or k * d < MIN_PROBED:
+        return DEFAULT
+    key = (d, min(k, PROBE_CODES))
+    chosen = _CHOSEN.get(key)
+    if chosen is not None:
+        return chosen
+    with _LOCK:                         # one probe per shape, however many workers ask at once
+        chosen = _CHOSEN.get(key)
+        if chosen is None:
+            chosen = _from_disk(key) or _probe_and_store(key)
+            _CHOSEN[key] = chosen
+    return chosen
+
+
+def forget() -> None:
+    """Drop what this process measured or read (tests)."""
+    with _LOCK:
+        _CHOSEN.clear()
+
+
+# --- measuring -----------------------------------------------------------------------------------------
+
+def probe(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
+    """Time every candidate on one shape: (the fastest exact one, {candidate: frames/s, -1 if inexact})."""
+    from ..runtime.cpu_pool import cpu_workers, in_worker
+    pool = cpu_workers()
+    if in_worker() or pool is None:
+        return _probe_here(d, k)
+    return pool.run(lambda _: _probe_here(d, k), [0])[0]     # single-threaded, as a worker runs it
+
+
+def _probe_here(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
+    from . import _cpu_engine, search
+    codebook, x = probe_data(d, k)
+    want = search.reference_nearest_codes(x, codebook)
+    runs = {}
+    for config in candidates(k, _cpu_engine.faiss_module() is not None):
+        run = _exact_run(_cpu_engine, config, codebook, x, want)
+        if run is not None:
+            runs[config] = run
+    # Rounds interleaved, best kept: a neighbour's burst slows one round, not one candidate.
+    seconds = {config: float("inf") for config in runs}
+    for _ in range(3):
+        for config, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[config] = min(seconds[config], time.perf_counter() - start)
+    rates = {label(c): (x.shape[0] / seconds[c] if c in runs else -1.0)
+             for c in candidates(k, _cpu_engine.faiss_module() is not None)}
+    best = min(seconds, key=seconds.get) if seconds else DEFAULT
+    return best, rates
+
+
+def probe_data(d: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian codes and frames, with the ties real codebooks have: duplicated (dead) codes and
+    frames equal to a code."""
+    gen = torch.Generator().manual_seed(1234)
+    rows = int(max(1024, min(16384, PROBE_FLOPS / (2 * k * d))))
+    codebook = torch.randn(k, d, generator=gen)
+    dup = max(1, k // 64)
+    codebook[k - dup:] = codebook[k // 2]                       # dead codes left at one value
+    x = torch.randn(rows, d, generator=gen)
+    picks = torch.randint(0, k, (rows // 16,), generator=gen)
+    x[:picks.numel()] = codebook[picks]                         # exactly on a code (and on the duplicates)
+    return codebook, x
+
+
+def _exact_run(engine, config: SearchConfig, codebook, x, want):
+    """A function searching the probe rows with `config` in a worker's pieces, or None if it fails
+    or gives any code other than the reference's."""
+    from ..runtime.cpu_pool import PIECE_ROWS
+    try:
+        plan = engine.make_plan(codebook, None, config)
+        plan.search(x[:256])                                    # packing, kernels, faiss's set-up
+
+        def run() -> torch.Tensor:
+            return torch.cat([plan.search(x[s:s + PIECE_ROWS]) for s in range(0, x.shape[0], PIECE_ROWS)])
+        return run if torch.equal(run(), want) else None
+    except Exception:  # noqa: BLE001 - a candidate that fails here is simply not used
+        return None
+
+
+def label(config: SearchConfig) -> str:
+    if config.path == "faiss":
+        return "faiss"
+    return f"{config.path} panel {config.panel} tile {config.tile_bytes >> 10} KiB"
+
+
+# --- the cache on disk ----------------------------------------------------------------------------------
+
+def host_key() -> str:
+    from . import _cpu_engine
+    faiss = _cpu_engine.faiss_module()
+    return (f"{_cpu_model()} | torch {torch.__version__} | "
+            f"faiss {getattr(faiss, '__version__', None) if faiss else None}")
+
+
+def cache_path() -> Path:
+    from ..locations import cache_dir
+    return cache_dir() / CACHE_NAME
+
+
+def _entry_key(key: tuple[int, int]) -> str:
+    return f"{host_key()} | float32 D={key[0]} K={key[1]}"
+
+
+def _read_cache() -> dict:
+    try:
+        data = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _from_disk(key: tuple[int, int]) -> SearchConfig | None:
+    entry = _read_cache().get(_entry_key(key))
+    try:
+        chosen = SearchConfig(**entry["chosen"])
+    except (TypeError, KeyError):
+        return None
+    return chosen if chosen in candidates(key[1], chosen.path == "faiss") else None
+
+
+def _probe_and_store(key: tuple[int, int]) -> SearchConfig:
+    chosen, rates = probe(*key)
+    entries = _read_cache()
+    entries[_entry_key(key)] = {"chosen": asdict(chosen), "frames_per_s": rates, "when": time.time()}
+    try:
+        path = cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".probes-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"version": CACHE_VERSION, "entries": entries}, fh, indent=1)
+            os.replace(tmp, path)       # whole or not at all: another process may read it now
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError:
+        pass                            # a read-only cache folder: measured again next time
+    return chosen
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
