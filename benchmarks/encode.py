@@ -186,31 +186,32 @@ def check_codes(name: str, got: torch.Tensor, ref: torch.Tensor, x: torch.Tensor
 
 # --- the roofline and the load -------------------------------------------------------------------------
 
-def roofline_gflops(d: int, k: int, seconds: float = 0.5) -> dict:
-    """The host's float32 GEMM rate on this shape's tiles, all cores: torch's BLAS and oneDNN, the best."""
+def roofline_gflops(d: int, k: int, seconds: float = 0.25) -> dict:
+    """The host's float32 GEMM rate for this D on all cores: [rows, D] x [D, min(K, 4096)] for a few row
+    counts (so that some output fits in cache), torch's BLAS `mm` and oneDNN's linear, the best."""
     gen = torch.Generator().manual_seed(1)
-    a = torch.randn(2048, d, generator=gen)
     w = torch.randn(min(k, 4096), d, generator=gen)
     bias = torch.zeros(w.shape[0])
-    out = torch.empty(a.shape[0], w.shape[0])
-    flops = 2.0 * a.shape[0] * w.shape[0] * d
-    runs = {"torch mm": lambda: torch.mm(a, w.t(), out=out)}
-    try:
-        linear = torch.ops.mkldnn._linear_pointwise
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, a.shape[0])
-        linear(a, packed, bias, "none", [], "")
-        runs["oneDNN linear"] = lambda: linear(a, packed, bias, "none", [], "")
-    except (AttributeError, RuntimeError):
-        pass
     rates = {}
-    for name, fn in runs.items():
-        fn()
-        best, deadline = float("inf"), time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
+    for rows in (256, 1024, 4096):
+        a = torch.randn(rows, d, generator=gen)
+        out = torch.empty(rows, w.shape[0])
+        runs = {"torch mm": lambda: torch.mm(a, w.t(), out=out)}
+        try:
+            linear = torch.ops.mkldnn._linear_pointwise
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+            linear(a, packed, bias, "none", [], "")
+            runs["oneDNN linear"] = lambda: linear(a, packed, bias, "none", [], "")
+        except (AttributeError, RuntimeError):
+            pass
+        for name, fn in runs.items():
             fn()
-            best = min(best, time.perf_counter() - start)
-        rates[name] = flops / best / 1e9
+            best, deadline = float("inf"), time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - start)
+            rates[f"{name}, {rows} rows"] = 2.0 * rows * w.shape[0] * d / best / 1e9
     return {"gflops": max(rates.values()), "by": max(rates, key=rates.get), "all": rates}
 
 

@@ -3,11 +3,12 @@
 `nearest_codes(x, codebook)` is argmin_k ||x - e_k||² for every row of x, ties to the lowest index.
 ||x||² is the same for every code, so the score is ||e_k||² - 2 x·e_k.
 
-On the CPU in float32 the private engine (`_cpu_engine`: fused oneDNN tiles, a two-level argmin) runs
-over the process's CPU workers (`rvq_viewer.runtime.cpu_pool`: one single-threaded worker per core
-taking pieces of rows from a queue, with no OpenMP barrier per op, so it holds up when other processes
-share the cores). Other devices (CUDA) and dtypes use blocked `addmm` + `argmin`, the block sized from
-free memory and halved on an out-of-memory error. fp16/bf16 codebooks are upcast to float32.
+On the CPU in float32 the private engine (`_cpu_engine`: fused oneDNN tiles, a two-level argmin, in
+the configuration `search_probe` measured fastest for the shape on this host) runs over the process's
+CPU workers (`rvq_viewer.runtime.cpu_pool`: one single-threaded worker per core taking pieces of rows
+from a queue, with no OpenMP barrier per op, so it holds up when other processes share the cores).
+Other devices (CUDA) and dtypes use blocked `addmm` + `argmin`, the block sized from free memory and
+halved on an out-of-memory error. fp16/bf16 codebooks are upcast to float32.
 `SEARCH_BACKEND` (env `RVQ_VIEWER_SEARCH`: auto, reference) forces the plain path.
 """
 
