@@ -151,3 +151,20 @@ def test_stable_codec_presets_parity(tmp_path, preset, stages):
     quantizer = load_quantizer(tmp_path / "stable_codec.ckpt", levels=preset)
     assert quantizer.format == "stable-codec" and quantizer.n_q == len(stages) and quantizer.dim == 6
     assert torch.equal(quantizer.encode(latents), torch.stack([i[0, :, 0] for i in ids]))
+
+
+def test_a_series_of_fsq_checkpoints_is_read_with_the_levels_given(tmp_path, capsys):
+    for step in (100, 200):
+        torch.manual_seed(step)
+        save_in_model(vqp.FSQ(levels=[8, 5, 5, 5], dim=32), 32, tmp_path / f"fsq_{step}.pt")
+    feats = tmp_path.parent / "feats.npy"
+    import numpy as np
+    np.save(feats, frames(600, 32, scale=1.0).numpy())
+    out = tmp_path.parent / "events.json"
+    assert main(["events", str(tmp_path), str(feats), "--levels", "8,5,5,5", "--json", str(out)]) == 0
+    assert "2 checkpoints" in capsys.readouterr().out
+    summaries = json.loads(out.read_text())["summaries"]
+    assert [s["step"] for s in summaries] == [100, 200] and all(0 < s["used"] <= 1000 for s in summaries)
+    # Without the levels the series cannot be read: said in one line, as for one checkpoint.
+    assert main(["events", str(tmp_path), str(feats)]) == 2
+    assert "levels" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from collections import Counter
 from ..analysis.series import EVENT_KINDS, list_checkpoints
 from ..io import atomic_write_text
 from ..pipeline import AuditSpec, check_spec_outputs, series_events
+from .options import add_load_flags, load_options
 
 
 def register(sub) -> None:
@@ -17,12 +18,13 @@ def register(sub) -> None:
     parser.add_argument("features", nargs="*", help="feature files or folders: adds usage per step")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="write the events report to OUT")
     parser.add_argument("--device", default="cpu", help="device for encoding the features (default: cpu)")
+    add_load_flags(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
     files = list_checkpoints([args.checkpoints])
-    template = AuditSpec(files[0], tuple(args.features), device=args.device)
+    template = AuditSpec(files[0], tuple(args.features), load=load_options(args), device=args.device)
     check_spec_outputs([("--json", args.json_out)], [template] if args.features else [], extra_inputs=files)
 
     def progress(done, total):

@@ -15,6 +15,11 @@ from ..pipeline.cluster import dask_client
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="quantizer checkpoint (.pt/.pth/.ckpt/.safetensors/.npy/.npz)")
+    add_load_flags(parser)
+
+
+def add_load_flags(parser: argparse.ArgumentParser) -> None:
+    """How a checkpoint is read (format, layers, FSQ levels...): every command that loads one."""
     parser.add_argument("--format", help="force a checkpoint format instead of detecting it")
     parser.add_argument("--n-q", type=int, help="use the first N layers (Mimi: 8 of 32 by default, up to 32)")
     parser.add_argument("--skip-transform", action="store_true",

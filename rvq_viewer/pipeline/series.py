@@ -54,6 +54,8 @@ def iter_series(paths: list[str | Path], features: list[str | Path] | None = Non
         if should_stop is not None and should_stop():
             raise CancelledError("cancelled")
 
+    if not load_options and template is not None:
+        load_options = template.load.kwargs()     # every checkpoint read as the template's (FSQ levels...)
     files = list_checkpoints(list(paths))
     yield SeriesProgress(0, len(files) + 1, f"loading {len(files)} checkpoints…")
     series = open_series(files, **load_options)
