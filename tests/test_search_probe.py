@@ -96,3 +96,17 @@ def test_small_shapes_and_the_switch_skip_the_probe(fresh, monkeypatch):
     assert search_probe.config_for(8, 64) == search_probe.DEFAULT
     monkeypatch.setattr(search_probe, "PROBE_ENABLED", False)
     assert search_probe.config_for(256, 4096) == search_probe.DEFAULT
+
+
+def test_warm_up_measures_the_demo_and_common_shapes(fresh, monkeypatch, capsys):
+    from rvq_viewer.cli import warm_up
+    from rvq_viewer.io import load_quantizer
+    from rvq_viewer.locations import demo_paths
+    monkeypatch.setattr(warm_up, "COMMON_SHAPES", [(32, 512)])
+    warm_up.probe_search()
+    entries = json.loads(search_probe.cache_path().read_text())["entries"]
+    demo = load_quantizer(demo_paths()[0])
+    wanted = {(32, 512)} | {(int(c.shape[1]), int(c.shape[0])) for c in demo.codebooks}
+    assert {key.rsplit("|", 1)[1].strip() for key in entries} >= {f"float32 D={d} K={k}" for d, k in wanted
+                                                                   if d * k >= search_probe.MIN_PROBED}
+    assert "search configurations for" in capsys.readouterr().out

@@ -3,6 +3,8 @@
 The app computes UMAP maps in a child process (analysis/umap_service.py) whose first fit on a machine
 compiles umap's numba code: 20 s to 3 min on a loaded 2-core machine. That compiled code is cached on
 disk, so doing it once at install time (scripts/bootstrap.sh runs this) is what a first launch then finds.
+It also measures the nearest-code search's fastest configuration (`quant/search_probe.py`) for the demo's
+codebooks and the common codecs' shapes, so that no first audit waits for that probe either.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import time
 
 from ..analysis.umap_service import UmapService, umap_available
 from ..errors import RvqViewerError
-from ..locations import cache_dir
+from ..locations import cache_dir, demo_paths
+
+# (D, K) of common codebooks: EnCodec / DAC 24 kHz, GPT-SoVITS, Mimi, a DAC-style 4096 table.
+COMMON_SHAPES = [(128, 1024), (768, 1024), (256, 2048), (128, 4096), (8, 1024), (8, 4096)]
 
 
 def register(sub) -> None:
@@ -22,6 +27,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    probe_search()
     if not umap_available():
         raise RvqViewerError("umap-learn is not installed: the app shows PCA maps only")
     folder = cache_dir()
@@ -38,3 +44,19 @@ def run(args) -> int:
     print(f"umap ready in {time.monotonic() - t0:.1f} s (import {info.get('import_s', 0):.1f} s, compile and "
           f"warm-up fit {info.get('warmup_s', 0):.1f} s); compiled code cached in {folder / 'numba'}")
     return 0
+
+
+def probe_search() -> None:
+    from ..io import load_quantizer
+    from ..quant import search_probe
+    t0 = time.monotonic()
+    shapes = list(COMMON_SHAPES)
+    try:
+        demo = load_quantizer(demo_paths()[0])
+        shapes = sorted({(int(c.shape[1]), int(c.shape[0])) for c in demo.codebooks} | set(shapes))
+    except RvqViewerError:
+        pass                                    # no demo in this install: the common shapes only
+    chosen = {shape: search_probe.config_for(*shape) for shape in shapes}
+    paths = sorted({search_probe.label(c).split(" panel")[0] for c in chosen.values()})
+    print(f"search configurations for {len(shapes)} codebook shapes in {time.monotonic() - t0:.1f} s "
+          f"({', '.join(paths)}); kept in {search_probe.cache_path()}")

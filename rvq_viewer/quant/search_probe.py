@@ -192,7 +192,8 @@ def _from_disk(key: tuple[int, int]) -> SearchConfig | None:
 def _probe_and_store(key: tuple[int, int]) -> SearchConfig:
     chosen, rates = probe(*key)
     entries = _read_cache()
-    entries[_entry_key(key)] = {"chosen": asdict(chosen), "frames_per_s": rates, "when": time.time()}
+    entries[_entry_key(key)] = {"chosen": asdict(chosen), "frames_per_s": rates, "when": time.time(),
+                                "load_average": _load_average()}
     try:
         path = cache_path()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +208,14 @@ def _probe_and_store(key: tuple[int, int]) -> SearchConfig:
     except OSError:
         pass                            # a read-only cache folder: measured again next time
     return chosen
+
+
+def _load_average() -> float | None:
+    """Said beside a probe's figures: measured on a busy machine they are less sure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _cpu_model() -> str:
