@@ -61,13 +61,15 @@ def arrays_of(run: Run) -> RunArrays:
                         dtype=np.float64).reshape(len(w), n_q)
     events = run.events
     return RunArrays(
-        step_from=np.array([x.step_from for x in w], dtype=np.int64), steps=np.array([x.step_to for x in w], dtype=np.int64),
+        step_from=np.array([x.step_from for x in w], dtype=np.int64),
+        steps=np.array([x.step_to for x in w], dtype=np.int64),
         utilization=grid(lambda x: x.utilization), perplexity=grid(lambda x: x.perplexity),
         ema_dead=grid(lambda x: x.ema_dead), frames=grid(lambda x: x.frames),
         severity=np.array([[SEVERITY_CODE[s] for s in x.severity] for x in w], dtype=np.int8).reshape(len(w), n_q),
         event_steps=np.array([e.step for e in events], dtype=np.int64),
         event_layers=np.array([e.layer for e in events], dtype=np.int64),
-        event_kinds=np.array([EVENT_KINDS.index(e.kind) if e.kind in EVENT_KINDS else 0 for e in events], dtype=np.int8),
+        event_kinds=np.array([EVENT_KINDS.index(e.kind) if e.kind in EVENT_KINDS else 0 for e in events],
+                             dtype=np.int8),
         histories=run.histories(), text=run.describe(), drops=sum(n for _, _, n, _ in run.drops))
 
 
@@ -113,5 +115,6 @@ def window_job(cancel: threading.Event, run: Run, index: int, current: Session |
     session = Session(spec=spec, quantizer=quantizer, source=None, total_frames=int(max(w.frames, default=0)),
                       codebooks=codebooks, norms=norms, ema_sizes=ema_sizes, ema_dead=ema_dead)
     snapshot = Snapshot(result=result, frames_done=result.frames, frames_total=result.frames, elapsed=0.0,
-                        complete=True, device="run", verdicts=verdicts, final=True)
+                        complete=True, device="run", verdicts=verdicts, final=True,
+                        counted_on="this window of the run")
     return WindowShown(index, session, snapshot, same, snap_step)

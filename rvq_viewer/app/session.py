@@ -79,6 +79,7 @@ class Snapshot:
     diagnosis_error: str = ""
     final: bool = False              # `verdicts` are the finished audit's whole diagnosis
     outcome: object = field(default=None, repr=False)   # the pipeline's AuditOutcome, once complete
+    counted_on: str = "these features"  # what the counts are of, as views say it ("dead: unused on ...")
 
     @property
     def counts(self) -> list[np.ndarray]:

@@ -60,8 +60,13 @@ def test_the_run_dock_follows_a_run_being_written(window, qtbot, tmp_path):
     view = window.run_view
     try:
         qtbot.waitUntil(lambda: len(committed(run_dir)) >= 1, timeout=60_000)
+        assert not view.plots.isVisibleTo(view)        # no empty axes before there is a run
         window.open_run(run_dir)
         qtbot.waitUntil(lambda: view.arrays is not None and view.shown is not None, timeout=30_000)
+        assert view.plots.isVisibleTo(view) and view.reset_button.isVisibleTo(view)
+        note = window.residuals.empty[0]          # a run has counts, no residuals: said, not drawn as zeros
+        qtbot.waitUntil(lambda: note.shown and "code counts only" in note.item.textItem.toPlainText(),
+                        timeout=30_000)
         first = view.arrays.n_windows
         # The event loop keeps turning while the run is followed.
         clock, worst = QElapsedTimer(), [0]
@@ -115,6 +120,7 @@ def test_a_bad_run_says_one_line(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(messages), timeout=10_000)
     assert "no run database here" in messages[-1] and len(messages[-1].splitlines()) == 1
     assert window.session is None
+    assert not window.run_view.plots.isVisibleTo(window.run_view)   # the header says what is wrong
 
 
 def test_a_checkpoint_folder_still_written_is_followed(window, qtbot, tmp_path, monkeypatch):

@@ -347,7 +347,9 @@ class CentroidMapView(Panel):
 
     def _update_legend(self, geo: MapGeometry, has_dead: bool, size: float) -> None:
         layers = tuple(int(v) for v in np.unique(geo.layers)) if self.all_layers else ()
-        key = (layers, has_dead)
+        in_run = self.snapshot is not None and self.snapshot.counted_on != "these features"
+        dead_label = "dead (unused in this run window)" if in_run else "dead (unused on features)"
+        key = (layers, has_dead, dead_label)
         if key == self._legend_key:
             return
         self._legend_key = key
@@ -357,7 +359,7 @@ class CentroidMapView(Panel):
                                 f"layer {layer}")
         if has_dead:
             self.legend.addItem(pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(DEAD_COLOR)),
-                                "dead (unused on features)")
+                                dead_label)
         self.legend.setVisible(bool(layers) or has_dead)
 
     def _counts_for(self, geo: MapGeometry) -> np.ndarray | None:

@@ -275,6 +275,9 @@ class DeadCodesView(Panel):
         self._select_code(self.selection.code)
         self._show_header()
 
+    def _counted_on(self) -> str:
+        return self.snapshot.counted_on if self.snapshot is not None else "these features"
+
     def _show_header(self) -> None:
         if self.session is None:
             self.header.setText("<i>no checkpoint open</i>")
@@ -288,7 +291,7 @@ class DeadCodesView(Panel):
         rule = self.session.quantizer.dead_code_rule.describe() if self.session.ema_dead is not None else None
         unused, ema, both = int(t.unused.sum()), int(t.ema_dead.sum()), int((t.unused & t.ema_dead).sum())
         text = (f"<b>Layer {layer}</b>: <span style='color:{DEAD_COLOR}'><b>{unused:,}</b></span> of {k:,} "
-                f"codes unused on these features")
+                f"codes unused on {self._counted_on()}")
         text += f", <b>{ema:,}</b> EMA-dead ({html.escape(rule)}), {both:,} both" if rule else \
             " (no EMA statistics in the checkpoint)"
         if self.snapshot is not None:

@@ -270,7 +270,7 @@ class HistogramView(Panel):
         if self.session is not None and self.session.ema_sizes is not None:
             text += f"\nEMA size {self.session.ema_sizes[layer][code]:.3g}"
         if count == 0:
-            text += "\ndead: unused on these features"
+            text += f"\ndead: unused on {self.snapshot.counted_on if self.snapshot else 'these features'}"
         return text
 
     def _hovered(self, args) -> None:

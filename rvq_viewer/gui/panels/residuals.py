@@ -162,19 +162,22 @@ class ResidualsView(Panel):
     def _redraw(self) -> None:
         for label in self._labels:
             label.hide()
-        if self.snapshot is None or not self.snapshot.result.layers:
+        s = residual_series(self.snapshot) if self.snapshot is not None and self.snapshot.result.layers else None
+        if s is None or not np.isfinite(s["mean"][1:]).any():  # [0]: the input, counted not measured in a run
             for curve in (self.mean_curve, self.median_curve, self.band_lo, self.band_hi, self.ref_curve,
                           self.ref_snr):
                 curve.setData([], [])
             self.bars.setOpts(x=[], height=[])
             self._drawn = False
-            self.empty[0].show("no audit yet" if self.session is not None else "no checkpoint open")
+            if s is not None:               # counts without residuals: a window of a monitored run
+                self.empty[0].show("no residual norms: a training run records code counts only")
+            else:
+                self.empty[0].show("no audit yet" if self.session is not None else "no checkpoint open")
             self.empty[1].show("")
             self._show_header()
             return
         for note in self.empty:
             note.hide()
-        s = residual_series(self.snapshot)
         x = s["x"]
         self.band_lo.setData(x, s["p5"])
         self.band_hi.setData(x, s["p95"])

@@ -13,6 +13,7 @@ import pyqtgraph as pg
 
 from ...analysis.series import EVENT_KINDS
 from ..series.marks import KIND_COLORS, KIND_SYMBOLS
+from .. import theme
 from ..widgets.common import DEAD_COLOR, SELECT_COLOR, layer_color
 
 PLOTS = (("utilization", "used / K"), ("perplexity", "perplexity"), ("ema_dead", "EMA-dead"))
@@ -27,12 +28,18 @@ class RunPlots(pg.GraphicsLayoutWidget):
         self.curves: dict[str, list[pg.PlotDataItem]] = {}
         self.cursors: list[pg.InfiniteLine] = []
         first = None
-        for row, (name, label) in enumerate(PLOTS + (("events", "events"),)):
+        self.corner_labels = []
+        rows = PLOTS + (("events", "events"),)
+        for row, (name, label) in enumerate(rows):
             plot = self.addPlot(row=row, col=0)
             plot.setMenuEnabled(False)
             plot.hideButtons()
-            plot.setLabel("left", label)
-            plot.getAxis("left").setWidth(64)
+            # The name inside the plot's corner: a rotated axis label is taller than a short dock's plot.
+            self.corner_labels.append(_corner_label(plot, label))
+            plot.getAxis("left").setWidth(48)
+            if row < len(rows) - 1:                       # x-linked: one row of step values, at the bottom
+                plot.getAxis("bottom").setStyle(showValues=False)
+                plot.getAxis("bottom").setHeight(4)
             plot.showGrid(x=True, y=True, alpha=0.2)
             plot.getViewBox().setMouseEnabled(x=True, y=False)
             if first is None:
@@ -102,3 +109,20 @@ class RunPlots(pg.GraphicsLayoutWidget):
             if box.sceneBoundingRect().contains(scene_pos):
                 return float(box.mapSceneToView(scene_pos).x())
         return None
+
+
+def _corner_label(plot: pg.PlotItem, text: str) -> pg.TextItem:
+    """`text` at the top-left corner of the plot's view, kept there as it pans and zooms."""
+    paper = pg.mkColor(theme.current().paper)
+    paper.setAlpha(200)                                  # legible over the curves it sits on
+    item = pg.TextItem(text, color=theme.muted(), anchor=(0, 0), fill=pg.mkBrush(paper))
+    item.setZValue(40)
+    plot.addItem(item, ignoreBounds=True)
+
+    def place(*_):
+        (x0, _x1), (y0, y1) = plot.getViewBox().viewRange()
+        top = y0 if plot.getViewBox().yInverted() else y1
+        item.setPos(x0, top)
+    plot.getViewBox().sigRangeChanged.connect(place)
+    place()
+    return item

@@ -83,7 +83,8 @@ class RunView(QWidget):
         self.step_label.setObjectName("run-step")
         self.step_label.setMinimumWidth(self.step_label.fontMetrics().horizontalAdvance(
             "window 99,999/99,999 · steps 9,999,999..9,999,999 · codebooks of step 9,999,999") + 8)
-        bottom = QHBoxLayout()
+        self.step_row = QWidget()
+        bottom = QHBoxLayout(self.step_row)
         bottom.setContentsMargins(4, 0, 4, 0)
         bottom.addWidget(QLabel("Step"))
         bottom.addWidget(self.slider, 1)
@@ -94,7 +95,9 @@ class RunView(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.header)
         layout.addWidget(self.plots, 1)
-        layout.addLayout(bottom)
+        layout.addWidget(self.step_row)
+        layout.addStretch(0)
+        self._show_plots(False)          # no axes of nothing: the header says how to open a run
 
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
@@ -119,6 +122,10 @@ class RunView(QWidget):
     def reset_view(self) -> None:
         reset_plots(self)
 
+    def _show_plots(self, shown: bool) -> None:
+        for widget in (self.plots, self.step_row, self.reset_button):
+            widget.setVisible(shown)
+
     def cleanup(self) -> None:
         self.timer.stop()
         self.settle.stop()
@@ -138,6 +145,7 @@ class RunView(QWidget):
         self.timer.stop()
         self.window_slot.cancel()
         self.run, self.arrays, self.shown, self.session = None, None, None, None
+        self._show_plots(False)
         self.path = Path(path)
         self.header.setText(f"Opening {html.escape(str(self.path))}…")
         self.poll_slot.start(poll_job, None, self.path, returned=self._polled, errored=self._failed)
@@ -156,6 +164,7 @@ class RunView(QWidget):
     def _polled(self, polled: RunPolled) -> None:
         first = self.run is None
         self.run, self.arrays = polled.run, polled.arrays
+        self._show_plots(True)
         if not self.timer.isActive():
             self.timer.start()
         n = self.arrays.n_windows
@@ -226,7 +235,8 @@ class RunView(QWidget):
         if a is None or not 0 <= index < a.n_windows:
             self.step_label.setText("")
             return
-        snap = "" if self.shown != index or self.snapshot_step is None else f" · codebooks of step {self.snapshot_step:,}"
+        snap = ("" if self.shown != index or self.snapshot_step is None
+                else f" · codebooks of step {self.snapshot_step:,}")
         self.step_label.setText(f"window {index + 1:,}/{a.n_windows:,} · steps {int(a.step_from[index]):,}.."
                                 f"{int(a.steps[index]):,}{snap}")
 
