@@ -11,8 +11,8 @@ $py -m pip install -q --upgrade pip
 # in pyproject.toml could pull a multi-GB CUDA build. A GPU user installs their CUDA torch first.
 $py -c "import torch" 2>/dev/null || $py -m pip install -q "torch==2.13.0"
 if [ "${1:-}" = "test" ]; then
-    # with the dask extra, and lightning, transformers and accelerate (the monitor's callbacks)
-    $py -m pip install -q -e ".[test,dask]"
+    # with the dask and faiss extras, and lightning, transformers and accelerate (the monitor's callbacks)
+    $py -m pip install -q -e ".[test,dask,faiss]"
     # Parity references. encodec declares torchaudio, which this torch does not need and which could
     # replace it: its quantizer needs only torch and einops, so it goes in without dependencies.
     $py -m pip install -q --no-deps "encodec==0.1.1"
