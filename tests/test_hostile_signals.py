@@ -56,3 +56,28 @@ def test_ctrl_c_mid_run_exits_130_with_one_line_and_keeps_the_old_output(tmp_pat
         assert out.read_text() == "previous", "the previous output must be left as it was"
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "no temporary left"
         assert time.monotonic() - start < 240
+
+
+def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_at_the_next_chunk():
+    """The handler's KeyboardInterrupt can land in a destructor ("Exception ignored"); with SIGINT then
+    ignored the command would run to the end. The next progress callback raises it again."""
+    import os
+    import types
+
+    from rvq_viewer.cli import interrupt
+    from rvq_viewer.cli.options import ProgressBar
+    previous = interrupt.install()
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass                                         # swallowed, as a __del__ would
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        bar = ProgressBar(types.SimpleNamespace(quiet=True))
+        with pytest.raises(KeyboardInterrupt):
+            bar(types.SimpleNamespace(frames_total=10, frames_done=1))
+    finally:
+        interrupt.restore(previous)
+    assert signal.getsignal(signal.SIGINT) is previous
+    ProgressBar(types.SimpleNamespace(quiet=True))(types.SimpleNamespace(frames_total=10, frames_done=1))

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
-import signal
 import sys
-import threading
 
 from ..errors import RvqViewerError
 from ..version import __version__
+from . import interrupt
 
 EXIT_BAD_INPUT = 2
 EXIT_VERDICT = 3  # --fail-on: a verdict of that severity holds
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _names_as_given()
-    previous = _interrupt_once()
+    previous = interrupt.install()
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
@@ -57,26 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print("rvq-viewer: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _interrupt_once():
-    """Ctrl+C raises KeyboardInterrupt once; further presses are ignored while the command unwinds
-    (so the clean-up, and the one line, are not cut short). Returns the handler to restore, or None
-    off the main thread or where SIGINT is ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous in (signal.SIG_IGN, None):
-        return None
-
-    def interrupted(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupted)
-    return previous
+        interrupt.restore(previous)
 
 
 def _names_as_given() -> None:

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from ..pipeline import CHUNK_FRAMES, AuditSpec, LoadOptions
 from ..pipeline.cluster import dask_client
+from .interrupt import raise_if_pressed
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +111,7 @@ class ProgressBar:
         self.bar = None
 
     def __call__(self, progress) -> None:
+        raise_if_pressed()                  # a Ctrl+C whose KeyboardInterrupt was swallowed on the way
         if self.quiet:
             return
         if self.bar is None:

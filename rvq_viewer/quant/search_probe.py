@@ -154,10 +154,18 @@ def label(config: SearchConfig) -> str:
 # --- the cache on disk ----------------------------------------------------------------------------------
 
 def host_key() -> str:
-    from . import _cpu_engine
-    faiss = _cpu_engine.faiss_module()
-    return (f"{_cpu_model()} | torch {torch.__version__} | "
-            f"faiss {getattr(faiss, '__version__', None) if faiss else None}")
+    return f"{_cpu_model()} | torch {torch.__version__} | faiss {_faiss_version()}"
+
+
+def _faiss_version() -> str | None:
+    """The installed faiss's version, from its package metadata: importing faiss takes a second."""
+    from importlib import metadata
+    for dist in ("faiss-cpu", "faiss-gpu", "faiss"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def cache_path() -> Path:
