@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -93,8 +94,10 @@ def test_a_feature_file_replaced_while_read_is_one_error(tmp_path, suffix):
 
 def run_cli_until_progress(argv: list[str], then) -> subprocess.CompletedProcess:
     """Run the CLI; once its progress bar shows frames done, call `then(process)` from this process."""
+    # SIGINT back to its default in the child: a test run started in the background (`cmd &` in a
+    # script) has it ignored, and an ignored signal stays ignored across exec.
     proc = subprocess.Popen([sys.executable, "-m", "rvq_viewer", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = bytearray()
     started = threading.Event()
 

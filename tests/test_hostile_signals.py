@@ -66,7 +66,8 @@ def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_at_the_next_chunk():
 
     from rvq_viewer.cli import interrupt
     from rvq_viewer.cli.options import ProgressBar
-    previous = interrupt.install()
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)   # as in a terminal, even when this
+    previous = interrupt.install()                                     # test run was started in the background
     try:
         try:
             os.kill(os.getpid(), signal.SIGINT)
@@ -79,5 +80,6 @@ def test_a_ctrl_c_swallowed_on_the_way_is_raised_again_at_the_next_chunk():
             bar(types.SimpleNamespace(frames_total=10, frames_done=1))
     finally:
         interrupt.restore(previous)
-    assert signal.getsignal(signal.SIGINT) is previous
+        assert signal.getsignal(signal.SIGINT) is previous
+        signal.signal(signal.SIGINT, outer)
     ProgressBar(types.SimpleNamespace(quiet=True))(types.SimpleNamespace(frames_total=10, frames_done=1))
