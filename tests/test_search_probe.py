@@ -110,3 +110,29 @@ def test_warm_up_measures_the_demo_and_common_shapes(fresh, monkeypatch, capsys)
     assert {key.rsplit("|", 1)[1].strip() for key in entries} >= {f"float32 D={d} K={k}" for d, k in wanted
                                                                    if d * k >= search_probe.MIN_PROBED}
     assert "search configurations for" in capsys.readouterr().out
+
+
+def test_probing_leaves_the_calling_threads_torch_threads_alone(fresh):
+    before = torch.get_num_threads()
+    search_probe.probe(32, 1024)
+    for config in search_probe.candidates(1024, _cpu_engine.faiss_module() is not None):
+        _cpu_engine.make_plan(torch.randn(1024, 32), None, config).search(torch.randn(100, 32))
+    assert torch.get_num_threads() == before
+
+
+def test_probes_in_workers_and_in_another_thread_at_once_finish(fresh):
+    """An audit's workers probing one shape while another thread (a GUI job) probes another: no probe
+    waits for the workers, so neither can wait for the other."""
+    import threading
+
+    from rvq_viewer.runtime import cpu_workers
+    pool = cpu_workers()
+    if pool is None:
+        pytest.skip("one core or no OpenMP: no workers")
+    results = {}
+    other = threading.Thread(target=lambda: results.setdefault("thread", search_probe.config_for(40, 700)))
+    other.start()
+    results["workers"] = pool.run(lambda i: search_probe.config_for(44, 900), range(4))
+    other.join(120)
+    assert not other.is_alive() and results["thread"] in search_probe.candidates(700, True)
+    assert len(set(results["workers"])) == 1

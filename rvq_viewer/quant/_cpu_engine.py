@@ -222,7 +222,8 @@ def faiss_module():
 
 
 class _FaissPlan:
-    """IndexFlatL2 over the codebook, searched single-threaded from each CPU worker."""
+    """IndexFlatL2 over the codebook, searched single-threaded in each CPU worker (the engine splits
+    rows over the workers; faiss's own OpenMP threads would compete with them)."""
 
     def __init__(self, codebook: torch.Tensor):
         faiss = faiss_module()
@@ -233,8 +234,10 @@ class _FaissPlan:
 
     def search(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
         from ..runtime.cpu_pool import in_worker
+        # Only in a worker, which is single-threaded anyway: faiss may share torch's OpenMP runtime,
+        # and one thread for the main thread would leave the process without workers.
         if in_worker() and not getattr(self._local, "single", False):
-            faiss_module().omp_set_num_threads(1)     # per calling thread: the other workers run too
+            faiss_module().omp_set_num_threads(1)
             self._local.single = True
         _, found = self.index.search(x.detach().contiguous().numpy(), 1)
         return torch.from_numpy(found[:, 0]).long()

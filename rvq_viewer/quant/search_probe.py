@@ -49,6 +49,7 @@ class SearchConfig:
 
 DEFAULT = SearchConfig()
 _CHOSEN: dict[tuple[int, int], SearchConfig] = {}
+_KEY_LOCKS: dict[tuple[int, int], threading.Lock] = {}
 _LOCK = threading.Lock()
 
 
@@ -69,7 +70,11 @@ def config_for(d: int, k: int) -> SearchConfig:
     chosen = _CHOSEN.get(key)
     if chosen is not None:
         return chosen
-    with _LOCK:                         # one probe per shape, however many workers ask at once
+    with _LOCK:
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    # One probe per shape however many threads ask; the probe runs in the asking thread and waits for
+    # nothing else, so a worker blocked here can never be the one a probe is waiting for.
+    with lock:
         chosen = _CHOSEN.get(key)
         if chosen is None:
             chosen = _from_disk(key) or _probe_and_store(key)
@@ -87,11 +92,9 @@ def forget() -> None:
 
 def probe(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
     """Time every candidate on one shape: (the fastest exact one, {candidate: frames/s, -1 if inexact})."""
-    from ..runtime.cpu_pool import cpu_workers, in_worker
-    pool = cpu_workers()
-    if in_worker() or pool is None:
+    from ..runtime.cpu_pool import single_threaded
+    with single_threaded():                                   # as one CPU worker runs it
         return _probe_here(d, k)
-    return pool.run(lambda _: _probe_here(d, k), [0])[0]     # single-threaded, as a worker runs it
 
 
 def _probe_here(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:

@@ -7,6 +7,7 @@ the process never runs two pools that fight over the same cores.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import queue
@@ -162,6 +163,22 @@ def stop_cpu_workers(timeout: float = 30.0) -> None:
         workers, _WORKERS = _WORKERS, None
     if workers:
         workers.close(timeout)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """The calling thread's torch ops on one thread for the block (OpenMP's thread count is per
+    thread: other threads keep theirs); a no-op inside a worker or without OpenMP."""
+    setter = None if in_worker() else _omp_setter()
+    if setter is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    setter(1)
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 def work_alone() -> None:
