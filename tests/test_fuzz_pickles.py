@@ -24,7 +24,7 @@ from rvq_viewer.errors import RvqViewerError
 from rvq_viewer.io import FeatureSource, load_quantizer
 from rvq_viewer.io import limits
 from rvq_viewer.io.pickle_scan import check_pickle
-from test_hostile_pickles import WRAPPERS, Pickle
+from test_hostile_pickles import WRAPPERS, Pickle, deep_lists_by_mutation, deep_set
 
 FUZZ = settings(max_examples=int(os.environ.get("RVQ_FUZZ_EXAMPLES", "40")), deadline=None,
                 derandomize=not os.environ.get("RVQ_FUZZ_RANDOM"), database=None,
@@ -154,14 +154,8 @@ def nested_streams(draw):
     if shape == "key":
         return Pickle().raw(b"}" + chain).int(1).raw(b"s").bytes(), depth + 1, shape
     if shape == "set":      # the call, its argument tuple and list count as containers too
-        return Pickle().raw(b"cbuiltins\nset\n]" + chain + b"a\x85R").bytes(), depth + 3, shape
-    p = Pickle().raw(b"](")
-    for _ in range(depth):
-        p.raw(b"]")
-        p.put()
-    for i in range(depth - 1):
-        p.get(i).get(i + 1).raw(b"a")
-    return p.raw(b"e").bytes(), depth + 1, shape
+        return deep_set(depth), depth + 3, shape
+    return deep_lists_by_mutation(depth), depth + 1, shape
 
 
 @FUZZ
