@@ -304,3 +304,11 @@ def test_jobs_and_the_threads_they_start_run_at_the_windows_priority(loaded, qtb
     assert seen == [(main, main)]
     workers = [t for t in threading.enumerate() if t.name.startswith("rvq-worker-")]
     assert workers and all(os.getpriority(os.PRIO_PROCESS, t.native_id) == main for t in workers)
+
+
+def test_empty_residuals_show_no_legend_or_layer_line(window, qtbot, demo):
+    view = window.residuals
+    assert view.empty[0].shown and not view.legend.isVisible() and not view.select_line.isVisible()
+    window.open(demo["healthy"], demo["features"])
+    qtbot.waitUntil(lambda: view.ready, timeout=60_000)
+    assert view.legend.isVisible() and view.select_line.isVisible()

@@ -109,6 +109,8 @@ class ResidualsView(Panel):
         self.selected_bar.setZValue(5)
         self.snr_plot.addItem(self.selected_bar)
         self.empty = [EmptyNote(self.norm_plot, "no checkpoint open"), EmptyNote(self.snr_plot, "")]
+        self.legend.setVisible(False)                # shown with the first curves
+        self.select_line.setVisible(False)
         self.reset_button = reset_button(self.reset_view, "residuals")
         # The button beside the header, not in a row of its own: this dock is short on a small screen.
         top = QWidget()
@@ -169,6 +171,8 @@ class ResidualsView(Panel):
                 curve.setData([], [])
             self.bars.setOpts(x=[], height=[])
             self._drawn = False
+            self.select_line.setVisible(False)     # nothing to mark, no curves to name
+            self.legend.setVisible(False)
             if s is not None:               # counts without residuals: a window of a monitored run
                 self.empty[0].show("no residual norms: a training run records code counts only")
             else:
@@ -178,6 +182,7 @@ class ResidualsView(Panel):
             return
         for note in self.empty:
             note.hide()
+        self.legend.setVisible(True)
         x = s["x"]
         self.band_lo.setData(x, s["p5"])
         self.band_hi.setData(x, s["p95"])
