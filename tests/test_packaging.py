@@ -62,3 +62,10 @@ def test_installed_app_finds_its_files_without_a_checkout(wheel, tmp_path, monke
     checkpoint, features = demo_paths()
     assert checkpoint == prefix / "share" / "rvq-viewer" / "demo" / "healthy.pt"
     assert checkpoint.is_file() and all(f.is_file() for f in features)
+
+
+def test_wheel_carries_the_native_kernels_source_beside_its_loader(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert {"rvq_viewer/quant/_native.py", "rvq_viewer/quant/nearest.c"} <= names
+        assert b"rvq_nearest_abi" in zf.read("rvq_viewer/quant/nearest.c")

@@ -4,11 +4,12 @@ fastest exact one is chosen, an inexact one never is, and a shape is measured on
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from rvq_viewer.quant import _cpu_engine, search, search_probe
+from rvq_viewer.quant import _cpu_engine, _native, search, search_probe
 from rvq_viewer.quant.search import nearest_codes, reference_nearest_codes
 from rvq_viewer.quant.search_probe import SearchConfig
 
@@ -23,8 +24,10 @@ def fresh(tmp_path, monkeypatch):
     search.clear_plans()
 
 
-@pytest.mark.parametrize("config", search_probe.candidates(3000, faiss_ok=False), ids=search_probe.label)
+@pytest.mark.parametrize("config", search_probe.candidates(3000, faiss_ok=False, native_ok=True), ids=search_probe.label)
 def test_every_candidate_gives_the_reference_codes_with_ties(config):
+    if config.path == "native" and _native.library() is None:
+        pytest.skip(f"no native kernel here: {_native.unavailable()}")
     codebook, x = search_probe.probe_data(48, 3000)
     plan = _cpu_engine.make_plan(codebook, None, config)
     assert torch.equal(plan.search(x), reference_nearest_codes(x, codebook))
@@ -53,7 +56,7 @@ def test_the_probe_never_chooses_an_inexact_candidate(fresh, monkeypatch):
     real = _cpu_engine.make_plan
     monkeypatch.setattr(_cpu_engine, "make_plan",
                         lambda cb, sq, config: Wrong() if config.path == "wrong" else real(cb, sq, config))
-    monkeypatch.setattr(search_probe, "candidates", lambda k, faiss_ok: [fast_but_wrong, SearchConfig("addmm", 512),
+    monkeypatch.setattr(search_probe, "candidates", lambda k, faiss_ok, native_ok: [fast_but_wrong, SearchConfig("addmm", 512),
                                                                           SearchConfig("onednn", 512)])
     chosen, rates = search_probe.probe(32, 1024)
     assert chosen != fast_but_wrong and chosen.path in ("addmm", "onednn")
@@ -80,7 +83,7 @@ def test_a_shape_is_measured_once_and_kept_on_disk(fresh, monkeypatch):
 
 def test_a_damaged_cache_is_measured_again(fresh, monkeypatch):
     search_probe.cache_path().write_text("{not json")
-    assert search_probe.config_for(64, 512) in search_probe.candidates(512, True)
+    assert replace(search_probe.config_for(64, 512), threads=0) in search_probe.candidates(512, True, True)
     data = json.loads(search_probe.cache_path().read_text())
     assert data["version"] == search_probe.CACHE_VERSION and len(data["entries"]) == 1
     # An entry naming a configuration this version does not offer is not trusted either.
@@ -109,13 +112,16 @@ def test_warm_up_measures_the_demo_and_common_shapes(fresh, monkeypatch, capsys)
     wanted = {(32, 512)} | {(int(c.shape[1]), int(c.shape[0])) for c in demo.codebooks}
     assert {key.rsplit("|", 1)[1].strip() for key in entries} >= {f"float32 D={d} K={k}" for d, k in wanted
                                                                    if d * k >= search_probe.MIN_PROBED}
-    assert "search configurations for" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "search configurations for" in out
+    assert ("native kernel: " + str(_native.SOURCE.parent)) not in out       # built in the cache, not beside the source
+    assert ("native kernel: " in out) == (_native.library() is not None)
 
 
 def test_probing_leaves_the_calling_threads_torch_threads_alone(fresh):
     before = torch.get_num_threads()
     search_probe.probe(32, 1024)
-    for config in search_probe.candidates(1024, _cpu_engine.faiss_module() is not None):
+    for config in search_probe.candidates(1024, *search_probe._available()):
         _cpu_engine.make_plan(torch.randn(1024, 32), None, config).search(torch.randn(100, 32))
     assert torch.get_num_threads() == before
 
@@ -134,5 +140,73 @@ def test_probes_in_workers_and_in_another_thread_at_once_finish(fresh):
     other.start()
     results["workers"] = pool.run(lambda i: search_probe.config_for(44, 900), range(4))
     other.join(120)
-    assert not other.is_alive() and results["thread"] in search_probe.candidates(700, True)
+    assert not other.is_alive() and replace(results["thread"], threads=0) in search_probe.candidates(700, True, True)
     assert len(set(results["workers"])) == 1
+
+
+@pytest.mark.parametrize("times,chosen", [({1: 1.0, 2: 0.5}, 0), ({1: 0.5, 2: 1.0}, 1), ({1: 0.95, 2: 1.0}, 0)])
+def test_fewer_threads_are_chosen_only_when_clearly_faster(monkeypatch, times, chosen):
+    monkeypatch.setattr(search_probe, "_time_on_threads", lambda search, pieces, t: times[t])
+    run = type("Run", (), {"pieces": [torch.zeros(100, 4)], "search": None})()
+    threads, rates = search_probe._fastest_thread_count(run, 2)
+    rows = 100 * search_probe.THREAD_PROBE_PIECES
+    assert threads == chosen and rates == {t: rows / s for t, s in times.items()}
+
+
+def test_the_thread_count_is_measured_on_real_threads_and_kept_on_disk(fresh, monkeypatch):
+    from rvq_viewer.runtime import cpu_pool
+    monkeypatch.setattr(cpu_pool, "worker_count", lambda: 2)
+    chosen, rates = search_probe.probe(32, 1024)
+    assert {f"{search_probe.label(chosen)} on {t} threads" for t in (1, 2)} <= set(rates)
+    assert all(rates[f"{search_probe.label(chosen)} on {t} threads"] > 0 for t in (1, 2))
+    forced = SearchConfig(chosen.path, chosen.panel, chosen.tile_bytes, chosen.kernel, threads=1)
+    monkeypatch.setattr(search_probe, "probe", lambda d, k: (forced, {}))
+    assert search_probe.config_for(32, 1024) == forced
+    search_probe.forget()
+    monkeypatch.setattr(search_probe, "probe", lambda d, k: pytest.fail("probed again"))
+    assert search_probe.config_for(32, 1024).threads == 1
+
+
+def test_a_measured_thread_count_caps_the_workers_a_search_and_an_audit_use(fresh, monkeypatch):
+    from rvq_viewer.analysis.audit.engine import AuditRunner
+    from rvq_viewer.quant import Quantizer
+    from rvq_viewer.runtime import cpu_pool
+    pool = cpu_pool.cpu_workers()
+    if pool is None:
+        pytest.skip("one core: no workers to cap")
+    one = SearchConfig("addmm", 512, 2 << 20, threads=1)
+    monkeypatch.setattr(_cpu_engine, "config_for", lambda d, k: one)
+    monkeypatch.setattr(search, "config_for", lambda d, k: one)
+    asked = []
+    real = type(pool).run
+    monkeypatch.setattr(type(pool), "run", lambda self, fn, items, workers=None: asked.append(workers)
+                        or real(self, fn, items, workers))
+    gen = torch.Generator().manual_seed(4)
+    codebook, x = torch.randn(512, 32, generator=gen), torch.randn(9000, 32, generator=gen)
+    assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+    quantizer = Quantizer(format="test", codebooks=[codebook, codebook.flip(0).contiguous()])
+    AuditRunner(quantizer, torch.device("cpu")).encode(x)
+    assert asked == [1, 1]
+
+
+def test_a_capped_run_uses_no_more_workers_at_once():
+    from rvq_viewer.runtime import cpu_pool
+    pool = cpu_pool.cpu_workers()
+    if pool is None:
+        pytest.skip("one core: no workers to cap")
+    import threading
+    import time
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    def item(_):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+
+    pool.run(item, range(8), workers=1)
+    assert peak[0] == 1
+    pool.run(item, range(8))
+    assert peak[0] == min(pool.n, 8)

@@ -3,8 +3,9 @@
 The app computes UMAP maps in a child process (analysis/umap_service.py) whose first fit on a machine
 compiles umap's numba code: 20 s to 3 min on a loaded 2-core machine. That compiled code is cached on
 disk, so doing it once at install time (scripts/bootstrap.sh runs this) is what a first launch then finds.
-It also measures the nearest-code search's fastest configuration (`quant/search_probe.py`) for the demo's
-codebooks and the common codecs' shapes, so that no first audit waits for that probe either.
+It also builds the fused native search kernel (`quant/_native.py`, where a C compiler exists) and
+measures the nearest-code search's fastest configuration (`quant/search_probe.py`) for the demo's
+codebooks and the common codecs' shapes, so that no first audit waits for either.
 """
 
 from __future__ import annotations
@@ -60,3 +61,4 @@ def probe_search() -> None:
     paths = sorted({search_probe.label(c).split(" panel")[0] for c in chosen.values()})
     print(f"search configurations for {len(shapes)} codebook shapes in {time.monotonic() - t0:.1f} s "
           f"({', '.join(paths)}); kept in {search_probe.cache_path()}")
+    print(search_probe.native_kernel_status())

@@ -225,9 +225,9 @@ class _FaissPlan:
     """IndexFlatL2 over the codebook, searched single-threaded in each CPU worker (the engine splits
     rows over the workers; faiss's own OpenMP threads would compete with them)."""
 
-    def __init__(self, codebook: torch.Tensor):
+    def __init__(self, codebook: torch.Tensor, config: SearchConfig):
         faiss = faiss_module()
-        self.config = SearchConfig("faiss", codebook.shape[0], 0)
+        self.config = config
         self.index = faiss.IndexFlatL2(codebook.shape[1])
         self.index.add(codebook.detach().contiguous().numpy())
         self._local = threading.local()
@@ -245,7 +245,10 @@ class _FaissPlan:
 
 def make_plan(codebook: torch.Tensor, sq: torch.Tensor | None, config: SearchConfig):
     if config.path == "faiss":
-        return _FaissPlan(codebook)
+        return _FaissPlan(codebook, config)
+    if config.path == "native":
+        from ._native import NativePlan
+        return NativePlan(codebook, sq, config)
     return _CpuPlan(codebook, sq, config)
 
 

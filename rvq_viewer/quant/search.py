@@ -21,6 +21,7 @@ import torch
 from ..runtime.cpu_pool import PIECE_ROWS, cpu_workers, in_worker
 from ..runtime.devices import free_memory, is_out_of_memory, release_cached_memory
 from ._cpu_engine import PANEL, clear_plans, plan_for, squared_norms
+from .search_probe import config_for
 
 # Rows per block of the generic (addmm + argmin) path off the GPU.
 DEFAULT_BLOCK = 4096
@@ -28,7 +29,7 @@ DEFAULT_BLOCK = 4096
 SEARCH_BACKEND = os.environ.get("RVQ_VIEWER_SEARCH", "auto")
 
 __all__ = ["DEFAULT_BLOCK", "PANEL", "auto_block", "clear_plans", "nearest_codes", "reference_nearest_codes",
-           "squared_norms"]
+           "squared_norms", "worker_cap"]
 
 
 def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Tensor | None = None,
@@ -62,9 +63,19 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Te
         def piece(start: int) -> None:
             out[start:start + PIECE_ROWS] = plan.search(x[start:start + PIECE_ROWS], block)
 
-        pool.run(piece, range(0, n, PIECE_ROWS))
+        pool.run(piece, range(0, n, PIECE_ROWS), workers=plan.config.threads or None)
         return out
     return reference_nearest_codes(x, codebook, codebook_sq, block)
+
+
+def worker_cap(codebooks) -> int | None:
+    """The most CPU workers to split rows over for a search through these codebooks: the fewest the
+    probe measured fastest among them (None: every worker). Asking measures any shape not yet seen, in
+    the calling thread, before the work is split."""
+    caps = [config_for(c.shape[1], c.shape[0]).threads for c in codebooks
+            if c.device.type == "cpu" and c.dtype == torch.float32 and c.dim() == 2 and SEARCH_BACKEND != "reference"]
+    caps = [c for c in caps if c]
+    return min(caps) if caps else None
 
 
 def reference_nearest_codes(x: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Tensor | None = None,

@@ -21,7 +21,7 @@ import platform
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,18 +33,22 @@ PROBE_CODES = 8192
 # About this much arithmetic per timed probe run (2 * rows * K * D), within [1024, 16384] rows.
 PROBE_FLOPS = 4e8
 CACHE_NAME = "search-probes.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PROBE_ENABLED = os.environ.get("RVQ_VIEWER_PROBE", "1") != "0"
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """How the CPU engine scores a codebook: `path` "onednn" (fused linear tiles), "addmm" (tiles into
-    a reused buffer) or "faiss" (IndexFlatL2, when installed); `panel` codes and `tile_bytes` per tile."""
+    a reused buffer), "native" (the fused kernel built on this machine, `kernel` naming its register
+    blocking) or "faiss" (IndexFlatL2, when installed); `panel` codes and `tile_bytes` per tile; `threads`
+    workers at once, where fewer than all measured faster (cores shared by SMT siblings)."""
 
     path: str = "onednn"
     panel: int = 4096
     tile_bytes: int = 2 << 20
+    kernel: str = ""
+    threads: int = 0          # CPU workers to split rows over: 0 = every one (the default)
 
 
 DEFAULT = SearchConfig()
@@ -53,13 +57,23 @@ _KEY_LOCKS: dict[tuple[int, int], threading.Lock] = {}
 _LOCK = threading.Lock()
 
 
-def candidates(k: int, faiss_ok: bool) -> list[SearchConfig]:
+def candidates(k: int, faiss_ok: bool, native_ok: bool) -> list[SearchConfig]:
     panels = sorted({min(k, p) for p in (1024, 4096)})
     out = [SearchConfig(path, panel, tile) for path in ("onednn", "addmm") for panel in panels
            for tile in (512 << 10, 2 << 20, 8 << 20)]
+    if native_ok:
+        from ._native import KERNELS
+        out += [SearchConfig("native", panel, 0, kernel) for kernel in KERNELS
+                for panel in sorted({min(k, p) for p in (512, 4096)})]
     if faiss_ok:
         out.append(SearchConfig("faiss", k, 0))
     return out
+
+
+def _available() -> tuple[bool, bool]:
+    """(faiss installed, native kernel built): the optional candidates this process can run."""
+    from . import _cpu_engine, _native
+    return _cpu_engine.faiss_module() is not None, _native.library() is not None
 
 
 def config_for(d: int, k: int) -> SearchConfig:
@@ -82,6 +96,13 @@ def config_for(d: int, k: int) -> SearchConfig:
     return chosen
 
 
+def native_kernel_status() -> str:
+    """One line: where the fused native kernel was built, or why this process goes without it."""
+    from . import _native
+    lib = _native.library()
+    return f"native kernel: {lib._name}" if lib is not None else f"native kernel not used: {_native.unavailable()}"
+
+
 def forget() -> None:
     """Drop what this process measured or read (tests)."""
     with _LOCK:
@@ -92,17 +113,19 @@ def forget() -> None:
 
 def probe(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
     """Time every candidate on one shape: (the fastest exact one, {candidate: frames/s, -1 if inexact})."""
-    from ..runtime.cpu_pool import single_threaded
+    from ..runtime.cpu_pool import single_threaded, worker_count
+    workers = worker_count()                                  # before this thread goes single-threaded
     with single_threaded():                                   # as one CPU worker runs it
-        return _probe_here(d, k)
+        return _probe_here(d, k, workers)
 
 
-def _probe_here(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
+def _probe_here(d: int, k: int, workers: int) -> tuple[SearchConfig, dict[str, float]]:
     from . import _cpu_engine, search
     codebook, x = probe_data(d, k)
     want = search.reference_nearest_codes(x, codebook)
     runs = {}
-    for config in candidates(k, _cpu_engine.faiss_module() is not None):
+    every = candidates(k, *_available())
+    for config in every:
         run = _exact_run(_cpu_engine, config, codebook, x, want)
         if run is not None:
             runs[config] = run
@@ -113,10 +136,65 @@ def _probe_here(d: int, k: int) -> tuple[SearchConfig, dict[str, float]]:
             start = time.perf_counter()
             run()
             seconds[config] = min(seconds[config], time.perf_counter() - start)
-    rates = {label(c): (x.shape[0] / seconds[c] if c in runs else -1.0)
-             for c in candidates(k, _cpu_engine.faiss_module() is not None)}
+    rates = {label(c): (x.shape[0] / seconds[c] if c in runs else -1.0) for c in every}
     best = min(seconds, key=seconds.get) if seconds else DEFAULT
+    if best in runs:
+        threads, per_threads = _fastest_thread_count(runs[best], workers)
+        rates.update({f"{label(best)} on {t} threads": r for t, r in per_threads.items()})
+        best = replace(best, threads=threads)
     return best, rates
+
+
+# A smaller thread count than every worker must be this much faster to be chosen: one neighbour's
+# burst during the probe must not leave a host on fewer threads for good.
+FEWER_THREADS_GAIN = 1.10
+# Pieces of probe rows per timed thread-count run.
+THREAD_PROBE_PIECES = 32
+
+
+def _fastest_thread_count(run, n: int) -> tuple[int, dict[int, float]]:
+    """(threads to use, 0 for all `n` workers; {threads: probe rows/s}) for the chosen configuration,
+    its row pieces shared out to 1, n / 2 and n threads (plain threads started here: the probe may run
+    inside a worker, while the others wait for it)."""
+    if n < 2:
+        return 0, {}
+    counts = sorted({1, n // 2, n})
+    # Enough pieces that every thread takes many and none waits long on the last.
+    pieces = (list(run.pieces) * THREAD_PROBE_PIECES)[:max(THREAD_PROBE_PIECES, len(run.pieces))]
+    seconds = {t: float("inf") for t in counts}
+    for _ in range(3):
+        for t in counts:
+            seconds[t] = min(seconds[t], _time_on_threads(run.search, pieces, t))
+    rows = sum(p.shape[0] for p in pieces)
+    rates = {t: rows / seconds[t] for t in counts}
+    fastest = min(counts, key=seconds.get)
+    if fastest < n and seconds[n] > FEWER_THREADS_GAIN * seconds[fastest]:
+        return fastest, rates
+    return 0, rates
+
+
+def _time_on_threads(search, pieces: list, threads: int) -> float:
+    """Seconds for `threads` single-threaded threads to search every piece, taking the next as they go."""
+    from ..runtime.cpu_pool import single_threaded
+    todo = list(pieces)
+    lock = threading.Lock()
+
+    def work() -> None:
+        with single_threaded():
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    piece = todo.pop()
+                search(piece)
+
+    workers = [threading.Thread(target=work, name=f"rvq-probe-{i}", daemon=True) for i in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - start
 
 
 def probe_data(d: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,9 +218,11 @@ def _exact_run(engine, config: SearchConfig, codebook, x, want):
     try:
         plan = engine.make_plan(codebook, None, config)
         plan.search(x[:256])                                    # packing, kernels, faiss's set-up
+        pieces = [x[s:s + PIECE_ROWS] for s in range(0, x.shape[0], PIECE_ROWS)]
 
         def run() -> torch.Tensor:
-            return torch.cat([plan.search(x[s:s + PIECE_ROWS]) for s in range(0, x.shape[0], PIECE_ROWS)])
+            return torch.cat([plan.search(piece) for piece in pieces])
+        run.pieces, run.search = pieces, plan.search
         return run if torch.equal(run(), want) else None
     except Exception:  # noqa: BLE001 - a candidate that fails here is simply not used
         return None
@@ -151,6 +231,8 @@ def _exact_run(engine, config: SearchConfig, codebook, x, want):
 def label(config: SearchConfig) -> str:
     if config.path == "faiss":
         return "faiss"
+    if config.path == "native":
+        return f"native {config.kernel} panel {config.panel}"
     return f"{config.path} panel {config.panel} tile {config.tile_bytes >> 10} KiB"
 
 
@@ -177,7 +259,8 @@ def cache_path() -> Path:
 
 
 def _entry_key(key: tuple[int, int]) -> str:
-    return f"{host_key()} | float32 D={key[0]} K={key[1]}"
+    from ..runtime.cpu_pool import worker_count
+    return f"{host_key()} | workers {worker_count()} | float32 D={key[0]} K={key[1]}"
 
 
 def _read_cache() -> dict:
@@ -197,7 +280,15 @@ def _from_disk(key: tuple[int, int]) -> SearchConfig | None:
         chosen = SearchConfig(**entry["chosen"])
     except (TypeError, KeyError):
         return None
-    return chosen if chosen in candidates(key[1], chosen.path == "faiss") else None
+    measured_threads, chosen = chosen.threads, replace(chosen, threads=0)
+    # A path this process cannot run now (faiss uninstalled, the kernel not built) is measured again;
+    # only the chosen path is checked (importing faiss takes a second).
+    from . import _cpu_engine, _native
+    faiss_ok = chosen.path == "faiss" and _cpu_engine.faiss_module() is not None
+    native_ok = chosen.path == "native" and _native.library() is not None
+    if chosen not in candidates(key[1], faiss_ok, native_ok):
+        return None
+    return replace(chosen, threads=measured_threads)
 
 
 def _probe_and_store(key: tuple[int, int]) -> SearchConfig:

@@ -66,14 +66,16 @@ class CpuWorkers:
                 return
             job()
 
-    def run(self, fn, items) -> list:
-        """fn(item) for every item, on the workers; results in order. The first error is re-raised once
-        every item already started has finished (so callers may reuse what the items wrote to)."""
+    def run(self, fn, items, workers: int | None = None) -> list:
+        """fn(item) for every item, on the workers (at most `workers` of them at once); results in order.
+        The first error is re-raised once every item already started has finished (so callers may reuse
+        what the items wrote to)."""
         items = list(items)
         if in_worker():                      # nested: the workers are busy with our caller
             return [fn(item) for item in items]
         results = [None] * len(items)
-        state = {"next": 0, "error": None, "jobs": min(self.n, len(items))}
+        jobs = min(self.n, len(items), workers or self.n)
+        state = {"next": 0, "error": None, "jobs": jobs}
         cond = threading.Condition()
 
         def job() -> None:
@@ -153,6 +155,16 @@ def cpu_workers() -> "CpuWorkers | None":
                 if _WORKERS:
                     atexit.register(stop_cpu_workers)
     return _WORKERS or None
+
+
+def worker_count() -> int:
+    """How many CPU workers the engines split rows over (started or not; 1 without workers)."""
+    workers = _WORKERS
+    if workers:
+        return workers.n
+    if workers is False or in_worker() or not WORKERS_ENABLED:
+        return 1
+    return max(1, torch.get_num_threads())
 
 
 def stop_cpu_workers(timeout: float = 30.0) -> None:

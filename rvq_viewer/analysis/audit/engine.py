@@ -28,6 +28,7 @@ import torch
 
 from ...io.features import FeatureSource
 from ...quant import Quantizer
+from ...quant.search import worker_cap
 from ...runtime import (PIECE_ROWS, cpu_workers, free_memory, in_worker, is_out_of_memory, release_cached_memory,
                         resolve_device)
 from .pairs import MOMENT_STRIDE, PairAccumulator
@@ -128,14 +129,18 @@ def encode_piece(quantizer: Quantizer, frames: torch.Tensor, n_layers: int,
         rows, dim = latent.shape
         residual = buffers.get("residual", rows, dim, latent)
         output = buffers.get("output", rows, dim, latent)
-        residual.copy_(latent)
+        layer_input = latent                         # the first layer reads the frames themselves
         with torch.no_grad():
             for index in range(n_layers):
                 if inputs is not None:
-                    inputs.append(residual[::MOMENT_STRIDE].clone())
-                codes = quantizer.lookup(index, residual)
+                    inputs.append(layer_input[::MOMENT_STRIDE].clone())
+                codes = quantizer.lookup(index, layer_input)
+                if index == n_layers - 1 and not norms:
+                    layers.append((codes, _no_norms(latent)))    # codes only: no last residual needed
+                    break
                 torch.index_select(quantizer.codebooks[index], 0, codes, out=output)
-                residual.sub_(output)
+                torch.sub(layer_input, output, out=residual)
+                layer_input = residual
                 layers.append((codes, _row_norms(residual)))
     else:
         layer_input = latent
@@ -149,6 +154,9 @@ def encode_piece(quantizer: Quantizer, frames: torch.Tensor, n_layers: int,
 
 def _wants_moments(acc: AuditAccumulator) -> bool:
     return acc.pairs is not None and acc.pairs.moments is not None
+
+
+_UNSET = object()
 
 
 class AuditRunner:
@@ -170,6 +178,7 @@ class AuditRunner:
         self._sized = batch is not None
         self.sizes = list(quantizer.codebook_sizes)
         self._buffers = _Buffers()
+        self._cap = _UNSET
 
     def _aligned(self, rows: int) -> int:
         return max(self.stride, int(rows) // self.stride * self.stride)
@@ -205,7 +214,14 @@ class AuditRunner:
         rows, n_layers, buffers = self.piece_rows, len(self.sizes), self._buffers
         return workers.run(
             lambda s: encode_piece(self.quantizer, frames[s:s + rows], n_layers, buffers, norms, moments),
-            range(0, frames.shape[0], rows))
+            range(0, frames.shape[0], rows), workers=self._worker_cap())
+
+    def _worker_cap(self) -> int | None:
+        """As many workers as the search probe found fastest for these codebooks (measured here, before
+        the pieces go out, so that no worker has to measure while the others wait)."""
+        if self._cap is _UNSET:
+            self._cap = worker_cap(self.quantizer.codebooks) if self.quantizer.plain_residual else None
+        return self._cap
 
     def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """Codes of every layer for `frames` (one sequence), with the audit's work split but no stats."""

@@ -1,0 +1,111 @@
+/* Nearest code for each row: argmin_k ||e_k||^2 - 2 x.e_k, ties to the lowest k, the score matrix
+ * never written. Compiled on the user's machine by rvq_viewer/quant/_native.py (one candidate among
+ * the engine's paths; the search probe uses it only where it is fastest and its codes equal addmm's).
+ *
+ * Layout (prepared once per codebook by _native.py):
+ *   w     [kp / 16][d][16]  -2 E, 16 codes side by side per dimension; kp a multiple of 64, padding 0
+ *   bias  [kp]              ||e||^2, +inf for padding codes (never the minimum)
+ *
+ * A block of R rows and C x 16 codes keeps R x C vector accumulators in registers; each row's running
+ * minimum is kept per lane (lane l sees codes l, l+16, ...; a strict < keeps the lowest code of a
+ * lane), and the lanes are merged at the end of each panel, lowest index first on equal scores.
+ * Panels of `panel` codes keep their part of w in cache while every row of a piece passes over it.
+ * The score is summed as the BLAS does it (the products first, in dimension order, then the bias), so
+ * it rounds as addmm's scores do. Vectors are GCC/clang vector extensions: the compiler maps them to
+ * AVX-512, AVX2 or NEON for the machine it builds on. A row with NaN gets code 0, as torch.argmin. */
+
+#include <stdint.h>
+#include <string.h>
+
+#define L 16
+#define PIECE 4096
+
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+INLINE vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* Rows x[0 .. nr) (nr <= R, stride d) against codes [k0, k1): merges into best[r], code[r]. */
+#define BLOCK(NAME, R, C)                                                                          \
+INLINE void NAME(const float *x, int64_t d, const float *w, const float *bias, int64_t k0,          \
+                 int64_t k1, float *best, int32_t *code, int nr) {                                 \
+    vf lane_best[R]; vi lane_code[R]; vi index[C];                                                 \
+    for (int r = 0; r < R; r++)                                                                    \
+        for (int l = 0; l < L; l++) { lane_best[r][l] = __builtin_inff(); lane_code[r][l] = 0; }   \
+    for (int c = 0; c < C; c++)                                                                    \
+        for (int l = 0; l < L; l++) index[c][l] = (int32_t)k0 + c * L + l;                         \
+    for (int64_t k = k0; k < k1; k += L * C) {                                                     \
+        const float *wk = w + k * d;                                                               \
+        vf acc[R][C];                                                                              \
+        for (int c = 0; c < C; c++) {                                                              \
+            vf we = load(wk + c * d * L);                                                          \
+            for (int r = 0; r < R; r++) acc[r][c] = x[r * d] * we;                                 \
+        }                                                                                          \
+        for (int64_t e = 1; e < d; e++)                                                            \
+            for (int c = 0; c < C; c++) {                                                          \
+                vf we = load(wk + (c * d + e) * L);                                                \
+                for (int r = 0; r < R; r++) acc[r][c] += x[r * d + e] * we;                        \
+            }                                                                                      \
+        for (int c = 0; c < C; c++) {                                                              \
+            vf b = load(bias + k + c * L);                                                         \
+            for (int r = 0; r < R; r++) {                                                          \
+                vf score = acc[r][c] + b;                                                          \
+                vi less = score < lane_best[r];                                                    \
+                lane_best[r] = pick(less, score, lane_best[r]);                                  \
+                lane_code[r] = (index[c] & less) | (lane_code[r] & ~less);                         \
+            }                                                                                      \
+            index[c] += L * C;                                                                     \
+        }                                                                                          \
+    }                                                                                              \
+    for (int r = 0; r < nr; r++) {                                                                 \
+        float m = best[r]; int32_t i = code[r];                                                    \
+        for (int l = 0; l < L; l++) {                                                              \
+            float v = lane_best[r][l]; int32_t j = lane_code[r][l];                                \
+            if (v < m || (v == m && j < i)) { m = v; i = j; }                                      \
+        }                                                                                          \
+        best[r] = m; code[r] = i;                                                                  \
+    }                                                                                              \
+}
+
+/* Pieces of PIECE rows; per piece, panel by panel, blocks of R rows then the rest one by one. */
+#define KERNEL(NAME, R, C)                                                                         \
+BLOCK(NAME##_rows, R, C)                                                                           \
+BLOCK(NAME##_row, 1, C)                                                                            \
+INLINE void NAME##_run(const float *x, int64_t n, int64_t d, const float *w, const float *bias,    \
+                       int64_t kp, int64_t panel, int64_t *out) {                                  \
+    float best[PIECE]; int32_t code[PIECE];                                                        \
+    for (int64_t s = 0; s < n; s += PIECE) {                                                       \
+        int64_t m = n - s < PIECE ? n - s : PIECE;                                                 \
+        for (int64_t r = 0; r < m; r++) { best[r] = __builtin_inff(); code[r] = 0; }               \
+        for (int64_t k0 = 0; k0 < kp; k0 += panel) {                                               \
+            int64_t k1 = k0 + panel < kp ? k0 + panel : kp;                                        \
+            int64_t i = 0;                                                                         \
+            for (; i + R <= m; i += R)                                                             \
+                NAME##_rows(x + (s + i) * d, d, w, bias, k0, k1, best + i, code + i, R);           \
+            for (; i < m; i++)                                                                     \
+                NAME##_row(x + (s + i) * d, d, w, bias, k0, k1, best + i, code + i, 1);            \
+        }                                                                                          \
+        for (int64_t r = 0; r < m; r++) out[s + r] = code[r];                                      \
+    }                                                                                              \
+}                                                                                                  \
+/* Constant d for the small dimensions of factorised codes: the loop over d unrolls. */             \
+void NAME(const float *x, int64_t n, int64_t d, const float *w, const float *bias, int64_t kp,     \
+          int64_t panel, int64_t *out) {                                                           \
+    if (d == 8) NAME##_run(x, n, 8, w, bias, kp, panel, out);                                      \
+    else if (d == 16) NAME##_run(x, n, 16, w, bias, kp, panel, out);                               \
+    else NAME##_run(x, n, d, w, bias, kp, panel, out);                                             \
+}
+
+/* Register blockings; which is fastest depends on the vector registers the host has (the probe
+ * measures them): few accumulators for AVX2 / NEON, more for AVX-512's 32 registers. */
+KERNEL(nearest_r2c2, 2, 2)
+KERNEL(nearest_r4c1, 4, 1)
+KERNEL(nearest_r4c2, 4, 2)
+KERNEL(nearest_r6c2, 6, 2)
+KERNEL(nearest_r8c1, 8, 1)
+
+/* The version of this file's ABI, checked on load. */
+int rvq_nearest_abi(void) { return 1; }

@@ -1,0 +1,144 @@
+"""The fused native kernel: built here, codes equal to addmm + argmin (ties, odd sizes, every register
+blocking, panels), used through the CPU workers, and a machine without a compiler or with a broken one
+goes on without it."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+import torch
+
+from rvq_viewer.quant import _cpu_engine, _native, search, search_probe
+from rvq_viewer.quant.search import nearest_codes, reference_nearest_codes
+from rvq_viewer.quant.search_probe import SearchConfig
+
+
+@pytest.fixture(scope="module")
+def lib():
+    found = _native.library()
+    if found is None:
+        pytest.skip(f"no native kernel on this machine: {_native.unavailable()}")
+    return found
+
+
+@pytest.fixture
+def rebuilt(tmp_path, monkeypatch):
+    """A fresh cache folder and load state; the process's own library is restored after."""
+    monkeypatch.setenv("RVQ_VIEWER_CACHE", str(tmp_path))
+    _native.forget()
+    search_probe.forget()
+    search.clear_plans()
+    yield tmp_path
+    _native.forget()
+    search_probe.forget()
+    search.clear_plans()
+
+
+def plan(codebook, kernel, panel):
+    return _native.NativePlan(codebook, None, SearchConfig("native", panel, 0, kernel))
+
+
+@pytest.mark.parametrize("kernel", _native.KERNELS)
+@pytest.mark.parametrize("d,k,n", [(1, 1, 7), (3, 15, 50), (8, 4096, 4099), (16, 100, 33), (32, 700, 129),
+                                   (33, 64, 64), (128, 1024, 301), (200, 65, 11)])
+def test_every_kernel_gives_the_reference_codes(lib, kernel, d, k, n):
+    gen = torch.Generator().manual_seed(d * 1000 + k)
+    codebook = torch.randn(k, d, generator=gen)
+    x = torch.randn(n, d, generator=gen)
+    want = reference_nearest_codes(x, codebook)
+    for panel in (64, 512, 8192):
+        assert torch.equal(plan(codebook, kernel, panel).search(x), want), panel
+
+
+@pytest.mark.parametrize("kernel", _native.KERNELS)
+def test_ties_go_to_the_lowest_code_across_lanes_and_panels(lib, kernel):
+    codebook, x = search_probe.probe_data(8, 3000)
+    codebook[2999] = codebook[5]          # a duplicate in another lane and panel than its first copy
+    x[-3:] = codebook[5]
+    want = reference_nearest_codes(x, codebook)
+    got = plan(codebook, kernel, 512).search(x)
+    assert torch.equal(got, want) and got[-3:].tolist() == [5, 5, 5]
+
+
+def test_rows_that_are_views_or_other_dtypes_are_read_right(lib):
+    gen = torch.Generator().manual_seed(3)
+    codebook = torch.randn(300, 24, generator=gen)
+    x = torch.randn(40, 48, generator=gen)[:, ::2]            # not contiguous
+    p = plan(codebook, "r4c2", 512)
+    assert torch.equal(p.search(x), reference_nearest_codes(x.contiguous(), codebook))
+    assert torch.equal(p.search(x.double()), reference_nearest_codes(x.contiguous(), codebook))
+    assert p.search(torch.empty(0, 24)).shape == (0,)
+
+
+def test_a_row_of_the_wrong_width_is_refused_not_read_past(lib):
+    p = plan(torch.randn(64, 16), "r4c1", 512)
+    with pytest.raises(ValueError, match="dimension 16"):
+        p.search(torch.randn(5, 8))
+
+
+def test_a_nan_row_gets_a_code_in_range(lib):
+    codebook = torch.randn(100, 8)
+    x = torch.randn(6, 8)
+    x[2] = float("nan")
+    got = plan(codebook, "r2c2", 512).search(x)
+    assert got[2] == 0 and bool(((got >= 0) & (got < 100)).all())
+
+
+def test_the_workers_run_it_side_by_side_with_the_reference_codes(lib, rebuilt, monkeypatch):
+    chosen = SearchConfig("native", 512, 0, "r6c2")
+    monkeypatch.setattr(_cpu_engine, "config_for", lambda d, k: chosen)
+    gen = torch.Generator().manual_seed(11)
+    codebook = torch.randn(2048, 64, generator=gen)
+    x = torch.randn(20000, 64, generator=gen)
+    assert search.plan_for(codebook, None).config == chosen
+    assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+
+
+def test_it_is_built_once_and_loaded_from_the_cache_after(lib, rebuilt):
+    assert _native.library() is not None
+    built = list((rebuilt / "native").glob("nearest-*"))
+    assert len(built) == 1 and not [p for p in (rebuilt / "native").iterdir() if p.name.startswith(".")]
+    stamp = built[0].stat().st_mtime_ns
+    _native.forget()
+    assert _native.library() is not None and built[0].stat().st_mtime_ns == stamp
+
+
+def test_without_a_compiler_the_engine_goes_on_without_it(rebuilt, monkeypatch):
+    monkeypatch.setattr(_native, "_compiler", lambda: None)
+    assert _native.library() is None
+    assert "no C compiler" in _native.unavailable()
+    assert not [c for c in search_probe.candidates(4096, False, _native.library() is not None)
+                if c.path == "native"]
+    chosen, rates = search_probe.probe(8, 4096)
+    assert chosen.path != "native" and not any(name.startswith("native") for name in rates)
+    gen = torch.Generator().manual_seed(2)
+    codebook, x = torch.randn(4096, 8, generator=gen), torch.randn(5000, 8, generator=gen)
+    assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+
+
+def test_a_broken_compiler_is_one_line_of_why_and_no_half_built_library(rebuilt, monkeypatch, tmp_path):
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'cc1: error: bad target' >&2\nexit 1\n")
+    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(broken))
+    assert _native.library() is None
+    why = _native.unavailable()
+    assert "bad target" in why and str(broken) in why and "\n" not in why
+    assert not list((rebuilt / "native").iterdir())
+
+
+def test_a_cached_choice_of_the_kernel_is_measured_again_where_it_cannot_load(rebuilt, monkeypatch, lib):
+    search_probe.config_for(8, 4096)
+    entries = search_probe._read_cache()
+    assert entries
+    for entry in entries.values():
+        entry["chosen"] = {"path": "native", "panel": 4096, "tile_bytes": 0, "kernel": "r4c1"}
+    search_probe.cache_path().write_text(
+        json.dumps({"version": search_probe.CACHE_VERSION, "entries": entries}))
+    search_probe.forget()
+    _native.forget()
+    monkeypatch.setattr(_native, "ENABLED", False)
+    assert search_probe.config_for(8, 4096).path != "native"
+    assert _native.unavailable().startswith("turned off")
