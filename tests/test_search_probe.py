@@ -210,3 +210,10 @@ def test_a_capped_run_uses_no_more_workers_at_once():
     assert peak[0] == 1
     pool.run(item, range(8))
     assert peak[0] == min(pool.n, 8)
+
+
+@pytest.mark.parametrize("n,workers,stride,want", [(100_000, 2, 1, 2048), (20_000, 2, 1, 1250), (3000, 2, 1, 256),
+                                                    (20_000, 2, 3, 1248), (20_000, 16, 1, 256)])
+def test_pieces_shrink_so_every_worker_takes_several(n, workers, stride, want):
+    from rvq_viewer.runtime import piece_rows
+    assert piece_rows(n, workers, stride=stride) == want

@@ -5,8 +5,9 @@
 - the tile comes from oneDNN (`torch.ops.mkldnn._linear_pointwise`) with `-2 E` packed once per
   codebook and ||e||² as the bias; where that op is missing or disagrees with `addmm` on a probe,
   `torch.addmm(out=...)` into a reused buffer;
-- panel width, tile size and the path (oneDNN, addmm, or faiss's IndexFlatL2 where installed) are the
-  ones `search_probe` measured fastest on this host for the shape;
+- panel width, tile size and the path (oneDNN, addmm, the fused native kernel of `_native` where it
+  builds, or faiss's IndexFlatL2 where installed) are the ones `search_probe` measured fastest on this
+  host for the shape;
 - the argmin is two-level: each panel's codes are stored permuted so that one vectorised vertical
   `amin` gives the minimum of every group of S consecutive codes; the first group holding the row
   minimum is found among few group minima, then the first code in that group. Ties go to the lowest

@@ -3,8 +3,9 @@
 `nearest_codes(x, codebook)` is argmin_k ||x - e_k||² for every row of x, ties to the lowest index.
 ||x||² is the same for every code, so the score is ||e_k||² - 2 x·e_k.
 
-On the CPU in float32 the private engine (`_cpu_engine`: fused oneDNN tiles, a two-level argmin, in
-the configuration `search_probe` measured fastest for the shape on this host) runs over the process's
+On the CPU in float32 the private engine (`_cpu_engine`: fused oneDNN tiles and a two-level argmin, or
+the native kernel of `_native` built on this machine, in the configuration and thread count
+`search_probe` measured fastest for the shape on this host) runs over the process's
 CPU workers (`rvq_viewer.runtime.cpu_pool`: one single-threaded worker per core taking pieces of rows
 from a queue, with no OpenMP barrier per op, so it holds up when other processes share the cores).
 Other devices (CUDA) and dtypes use blocked `addmm` + `argmin`, the block sized from free memory and
@@ -18,7 +19,7 @@ import os
 
 import torch
 
-from ..runtime.cpu_pool import PIECE_ROWS, cpu_workers, in_worker
+from ..runtime.cpu_pool import PIECE_ROWS, cpu_workers, in_worker, piece_rows
 from ..runtime.devices import free_memory, is_out_of_memory, release_cached_memory
 from ._cpu_engine import PANEL, clear_plans, plan_for, squared_norms
 from .search_probe import config_for
@@ -59,11 +60,13 @@ def nearest_codes(x: torch.Tensor, codebook: torch.Tensor, codebook_sq: torch.Te
         if pool is None or in_worker() or n < 2 * PIECE_ROWS:
             return plan.search(x, block)
         out = torch.empty(n, dtype=torch.long)
+        threads = min(pool.n, plan.config.threads or pool.n)
+        rows = piece_rows(n, threads)
 
         def piece(start: int) -> None:
-            out[start:start + PIECE_ROWS] = plan.search(x[start:start + PIECE_ROWS], block)
+            out[start:start + rows] = plan.search(x[start:start + rows], block)
 
-        pool.run(piece, range(0, n, PIECE_ROWS), workers=plan.config.threads or None)
+        pool.run(piece, range(0, n, rows), workers=threads)
         return out
     return reference_nearest_codes(x, codebook, codebook_sq, block)
 

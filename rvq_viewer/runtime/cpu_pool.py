@@ -18,8 +18,12 @@ import torch
 
 # RVQ_VIEWER_WORKERS=0 runs torch's intra-op threads instead of the workers.
 WORKERS_ENABLED = os.environ.get("RVQ_VIEWER_WORKERS", "1") != "0"
-# Rows per task handed to a CPU worker.
+# Rows per task handed to a CPU worker: at most PIECE_ROWS, and fewer when that leaves each worker
+# fewer than PIECES_PER_WORKER pieces (a worker that a neighbour's process slows must not be left
+# finishing the one big last piece while the others wait), but never below MIN_PIECE_ROWS.
 PIECE_ROWS = 2048
+PIECES_PER_WORKER = 8
+MIN_PIECE_ROWS = 256
 _WORKERS = None
 _WORKERS_LOCK = threading.Lock()
 _IN_WORKER = threading.local()
@@ -155,6 +159,12 @@ def cpu_workers() -> "CpuWorkers | None":
                 if _WORKERS:
                     atexit.register(stop_cpu_workers)
     return _WORKERS or None
+
+
+def piece_rows(n: int, workers: int, most: int = PIECE_ROWS, stride: int = 1) -> int:
+    """Rows per piece for `n` rows over `workers` workers (a multiple of `stride`)."""
+    rows = min(most, max(MIN_PIECE_ROWS, -(-n // (PIECES_PER_WORKER * max(1, workers)))))
+    return max(stride, rows // stride * stride)
 
 
 def worker_count() -> int:

@@ -29,7 +29,7 @@ import torch
 from ...io.features import FeatureSource
 from ...quant import Quantizer
 from ...quant.search import worker_cap
-from ...runtime import (PIECE_ROWS, cpu_workers, free_memory, in_worker, is_out_of_memory, release_cached_memory,
+from ...runtime import (PIECE_ROWS, cpu_workers, piece_rows, free_memory, in_worker, is_out_of_memory, release_cached_memory,
                         resolve_device)
 from .pairs import MOMENT_STRIDE, PairAccumulator
 from .prefetch import PageReleaser, prefetch
@@ -211,10 +211,12 @@ class AuditRunner:
         return done
 
     def _pieces(self, frames: torch.Tensor, workers, norms: bool, moments: bool = False) -> list[PieceResult]:
-        rows, n_layers, buffers = self.piece_rows, len(self.sizes), self._buffers
+        n_layers, buffers = len(self.sizes), self._buffers
+        threads = min(workers.n, self._worker_cap() or workers.n)
+        rows = piece_rows(frames.shape[0], threads, self.piece_rows, self.stride)
         return workers.run(
             lambda s: encode_piece(self.quantizer, frames[s:s + rows], n_layers, buffers, norms, moments),
-            range(0, frames.shape[0], rows), workers=self._worker_cap())
+            range(0, frames.shape[0], rows), workers=threads)
 
     def _worker_cap(self) -> int | None:
         """As many workers as the search probe found fastest for these codebooks (measured here, before
