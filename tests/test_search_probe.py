@@ -147,9 +147,9 @@ def test_probes_in_workers_and_in_another_thread_at_once_finish(fresh):
 @pytest.mark.parametrize("times,chosen", [({1: 1.0, 2: 0.5}, 0), ({1: 0.5, 2: 1.0}, 1), ({1: 0.95, 2: 1.0}, 0)])
 def test_fewer_threads_are_chosen_only_when_clearly_faster(monkeypatch, times, chosen):
     monkeypatch.setattr(search_probe, "_time_on_threads", lambda search, pieces, t: times[t])
-    run = type("Run", (), {"pieces": [torch.zeros(100, 4)], "search": None})()
-    threads, rates = search_probe._fastest_thread_count(run, 2)
-    rows = 100 * search_probe.THREAD_PROBE_PIECES
+    run = type("Run", (), {"x": torch.zeros(1000, 4), "search": None})()
+    threads, rates = search_probe._fastest_thread_count(run, 2, search_probe.THREAD_PROBE_S / 3)
+    rows = 3 * 1000
     assert threads == chosen and rates == {t: rows / s for t, s in times.items()}
 
 

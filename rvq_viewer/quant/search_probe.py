@@ -139,7 +139,7 @@ def _probe_here(d: int, k: int, workers: int) -> tuple[SearchConfig, dict[str, f
     rates = {label(c): (x.shape[0] / seconds[c] if c in runs else -1.0) for c in every}
     best = min(seconds, key=seconds.get) if seconds else DEFAULT
     if best in runs:
-        threads, per_threads = _fastest_thread_count(runs[best], workers)
+        threads, per_threads = _fastest_thread_count(runs[best], workers, seconds[best])
         rates.update({f"{label(best)} on {t} threads": r for t, r in per_threads.items()})
         best = replace(best, threads=threads)
     return best, rates
@@ -148,19 +148,23 @@ def _probe_here(d: int, k: int, workers: int) -> tuple[SearchConfig, dict[str, f
 # A smaller thread count than every worker must be this much faster to be chosen: one neighbour's
 # burst during the probe must not leave a host on fewer threads for good.
 FEWER_THREADS_GAIN = 1.10
-# Pieces of probe rows per timed thread-count run.
-THREAD_PROBE_PIECES = 32
+# Pieces of probe rows per thread, and one thread's seconds of work, in a timed thread-count run.
+THREAD_PROBE_PIECES = 4
+THREAD_PROBE_S = 0.03
 
 
-def _fastest_thread_count(run, n: int) -> tuple[int, dict[int, float]]:
+def _fastest_thread_count(run, n: int, one_pass_s: float) -> tuple[int, dict[int, float]]:
     """(threads to use, 0 for all `n` workers; {threads: probe rows/s}) for the chosen configuration,
     its row pieces shared out to 1, n / 2 and n threads (plain threads started here: the probe may run
-    inside a worker, while the others wait for it)."""
+    inside a worker, while the others wait for it). `one_pass_s`: one thread's time for the probe rows."""
     if n < 2:
         return 0, {}
     counts = sorted({1, n // 2, n})
-    # Enough pieces that every thread takes many and none waits long on the last.
-    pieces = (list(run.pieces) * THREAD_PROBE_PIECES)[:max(THREAD_PROBE_PIECES, len(run.pieces))]
+    # The probe rows over and over, for about THREAD_PROBE_S of one thread's work, in pieces small
+    # enough that every thread takes several.
+    rows = max(64, run.x.shape[0] // (THREAD_PROBE_PIECES * n))
+    repeats = int(min(64, max(1, THREAD_PROBE_S / max(one_pass_s, 1e-6))))
+    pieces = [run.x[s:s + rows] for s in range(0, run.x.shape[0], rows)] * repeats
     seconds = {t: float("inf") for t in counts}
     for _ in range(3):
         for t in counts:
@@ -188,10 +192,14 @@ def _time_on_threads(search, pieces: list, threads: int) -> float:
                     piece = todo.pop()
                 search(piece)
 
-    workers = [threading.Thread(target=work, name=f"rvq-probe-{i}", daemon=True) for i in range(threads)]
-    start = time.perf_counter()
+    # Started before the clock (the engine's workers are already running when a search comes).
+    go = threading.Barrier(threads + 1)
+    workers = [threading.Thread(target=lambda: (go.wait(), work()), name=f"rvq-probe-{i}", daemon=True)
+               for i in range(threads)]
     for w in workers:
         w.start()
+    go.wait()
+    start = time.perf_counter()
     for w in workers:
         w.join()
     return time.perf_counter() - start
@@ -222,7 +230,7 @@ def _exact_run(engine, config: SearchConfig, codebook, x, want):
 
         def run() -> torch.Tensor:
             return torch.cat([plan.search(piece) for piece in pieces])
-        run.pieces, run.search = pieces, plan.search
+        run.x, run.search = x, plan.search
         return run if torch.equal(run(), want) else None
     except Exception:  # noqa: BLE001 - a candidate that fails here is simply not used
         return None

@@ -29,8 +29,8 @@ import torch
 from ...io.features import FeatureSource
 from ...quant import Quantizer
 from ...quant.search import worker_cap
-from ...runtime import (PIECE_ROWS, cpu_workers, piece_rows, free_memory, in_worker, is_out_of_memory, release_cached_memory,
-                        resolve_device)
+from ...runtime import (PIECE_ROWS, cpu_workers, free_memory, in_worker, is_out_of_memory, piece_rows,
+                        release_cached_memory, resolve_device)
 from .pairs import MOMENT_STRIDE, PairAccumulator
 from .prefetch import PageReleaser, prefetch
 from .result import AuditResult, build_result
