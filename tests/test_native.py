@@ -86,14 +86,18 @@ def test_a_nan_row_gets_a_code_in_range(lib):
     assert got[2] == 0 and bool(((got >= 0) & (got < 100)).all())
 
 
-def test_the_workers_run_it_side_by_side_with_the_reference_codes(lib, rebuilt, monkeypatch):
+def test_the_workers_run_it_side_by_side_with_the_reference_codes(lib, monkeypatch):
     chosen = SearchConfig("native", 512, 0, "r6c2")
     monkeypatch.setattr(_cpu_engine, "config_for", lambda d, k: chosen)
     gen = torch.Generator().manual_seed(11)
     codebook = torch.randn(2048, 64, generator=gen)
     x = torch.randn(20000, 64, generator=gen)
-    assert search.plan_for(codebook, None).config == chosen
-    assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+    search.clear_plans()
+    try:
+        assert search.plan_for(codebook, None).config == chosen
+        assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+    finally:
+        search.clear_plans()
 
 
 def test_it_is_built_once_and_loaded_from_the_cache_after(lib, rebuilt):
@@ -111,10 +115,10 @@ def test_without_a_compiler_the_engine_goes_on_without_it(rebuilt, monkeypatch):
     assert "no C compiler" in _native.unavailable()
     assert not [c for c in search_probe.candidates(4096, False, _native.library() is not None)
                 if c.path == "native"]
-    chosen, rates = search_probe.probe(8, 4096)
+    chosen, rates = search_probe.probe(8, 2048)
     assert chosen.path != "native" and not any(name.startswith("native") for name in rates)
     gen = torch.Generator().manual_seed(2)
-    codebook, x = torch.randn(4096, 8, generator=gen), torch.randn(5000, 8, generator=gen)
+    codebook, x = torch.randn(2048, 8, generator=gen), torch.randn(5000, 8, generator=gen)
     assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
 
 
@@ -129,16 +133,23 @@ def test_a_broken_compiler_is_one_line_of_why_and_no_half_built_library(rebuilt,
     assert not list((rebuilt / "native").iterdir())
 
 
-def test_a_cached_choice_of_the_kernel_is_measured_again_where_it_cannot_load(rebuilt, monkeypatch, lib):
-    search_probe.config_for(8, 4096)
-    entries = search_probe._read_cache()
-    assert entries
-    for entry in entries.values():
-        entry["chosen"] = {"path": "native", "panel": 4096, "tile_bytes": 0, "kernel": "r4c1"}
-    search_probe.cache_path().write_text(
-        json.dumps({"version": search_probe.CACHE_VERSION, "entries": entries}))
-    search_probe.forget()
-    _native.forget()
+def test_a_cached_choice_of_the_kernel_is_measured_again_where_it_cannot_load(rebuilt, monkeypatch):
+    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0}
+    search_probe.cache_path().write_text(json.dumps({"version": search_probe.CACHE_VERSION, "entries": {
+        search_probe._entry_key((16, 1024)): {"chosen": chosen, "frames_per_s": {}}}}))
     monkeypatch.setattr(_native, "ENABLED", False)
-    assert search_probe.config_for(8, 4096).path != "native"
+    assert search_probe.config_for(16, 1024).path != "native"
     assert _native.unavailable().startswith("turned off")
+
+
+def test_a_cached_choice_of_the_kernel_is_read_back_where_it_loads(lib, tmp_path, monkeypatch):
+    monkeypatch.setenv("RVQ_VIEWER_CACHE", str(tmp_path))
+    search_probe.forget()
+    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0}
+    search_probe.cache_path().write_text(json.dumps({"version": search_probe.CACHE_VERSION, "entries": {
+        search_probe._entry_key((16, 1024)): {"chosen": chosen, "frames_per_s": {}}}}))
+    monkeypatch.setattr(search_probe, "probe", lambda d, k: pytest.fail("probed"))
+    try:
+        assert search_probe.config_for(16, 1024) == SearchConfig(**chosen)
+    finally:
+        search_probe.forget()
