@@ -153,3 +153,11 @@ def test_a_cached_choice_of_the_kernel_is_read_back_where_it_loads(lib, tmp_path
         assert search_probe.config_for(16, 1024) == SearchConfig(**chosen)
     finally:
         search_probe.forget()
+
+
+def test_a_missing_source_means_no_kernel_not_a_failed_search(rebuilt, monkeypatch, tmp_path):
+    monkeypatch.setattr(_native, "SOURCE", tmp_path / "gone.c")
+    assert _native.library() is None and "gone.c" in _native.unavailable()
+    gen = torch.Generator().manual_seed(8)
+    codebook, x = torch.randn(1024, 16, generator=gen), torch.randn(5000, 16, generator=gen)
+    assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))

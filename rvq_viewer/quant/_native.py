@@ -53,6 +53,8 @@ def library() -> ctypes.CDLL | None:
                 _WHY = None if ENABLED else "turned off (RVQ_VIEWER_NATIVE=0)"
             except _Unavailable as exc:
                 _LIB, _WHY = None, str(exc)
+            except Exception as exc:  # noqa: BLE001 - e.g. the source missing from a broken install
+                _LIB, _WHY = None, f"{type(exc).__name__}: {_first_line(exc)}"
             _TRIED = True
     return _LIB
 
