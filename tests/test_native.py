@@ -161,3 +161,23 @@ def test_a_missing_source_means_no_kernel_not_a_failed_search(rebuilt, monkeypat
     gen = torch.Generator().manual_seed(8)
     codebook, x = torch.randn(1024, 16, generator=gen), torch.randn(5000, 16, generator=gen)
     assert torch.equal(nearest_codes(x, codebook), reference_nearest_codes(x, codebook))
+
+
+@pytest.mark.parametrize("flags", [["-O3", "-march=x86-64-v3"], ["-O3"]], ids=["avx2", "baseline"])
+def test_narrower_vector_builds_give_the_reference_codes(lib, tmp_path, flags):
+    """The kernel at 32- and 16-byte vectors (an AVX2 host, SSE or NEON), built and run here."""
+    import ctypes
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("these flags are x86-64's; -march=native covers this machine")
+    if "avx2" in flags[-1] and "avx2" not in _native._cpu_signature():
+        pytest.skip("this CPU cannot run AVX2 code")
+    path = tmp_path / "nearest.so"
+    _native._build(_native._compiler(), flags, tmp_path, path)
+    narrow = _native._bind(ctypes.CDLL(str(path)))
+    codebook, x = search_probe.probe_data(33, 700)
+    want = reference_nearest_codes(x, codebook)
+    for kernel in _native.KERNELS:
+        p = plan(codebook, kernel, 512)
+        p._fn = getattr(narrow, f"nearest_{kernel}")
+        assert torch.equal(p.search(x), want), kernel

@@ -3,66 +3,81 @@
  * the engine's paths; the search probe uses it only where it is fastest and its codes equal addmm's).
  *
  * Layout (prepared once per codebook by _native.py):
- *   w     [kp / 16][d][16]  -2 E, 16 codes side by side per dimension; kp a multiple of 64, padding 0
+ *   w     [kp / 16][d][16]  -2 E, groups of 16 codes side by side per dimension; kp a multiple of 64,
+ *                           padding 0
  *   bias  [kp]              ||e||^2, +inf for padding codes (never the minimum)
  *
- * A block of R rows and C x 16 codes keeps R x C vector accumulators in registers; each row's running
- * minimum is kept per lane (lane l sees codes l, l+16, ...; a strict < keeps the lowest code of a
- * lane), and the lanes are merged at the end of each panel, lowest index first on equal scores.
+ * A block of R rows and C groups of 16 codes keeps R x C x (16 / lanes) vector accumulators in
+ * registers; each row's running minimum is kept per lane (lane l sees codes l, l + lanes, ...; a
+ * strict < keeps the lowest code of a lane), and the lanes are merged at the end of each panel, lowest
+ * index first on equal scores.
  * Panels of `panel` codes keep their part of w in cache while every row of a piece passes over it.
  * The score is summed as the BLAS does it (the products first, in dimension order, then the bias), so
- * it rounds as addmm's scores do. Vectors are GCC/clang vector extensions: the compiler maps them to
- * AVX-512, AVX2 or NEON for the machine it builds on. A row with NaN gets code 0, as torch.argmin. */
+ * it rounds as addmm's scores do. Vectors are GCC/clang vector extensions of the machine's own width
+ * (AVX-512, AVX2, SSE or NEON). A row with NaN gets code 0, as torch.argmin. */
 
 #include <stdint.h>
 #include <string.h>
 
-#define L 16
+/* The machine's vector width: 64-byte vectors on AVX-512, 32 on AVX/AVX2, 16 elsewhere (SSE, NEON).
+ * A vector wider than the machine's would be split by the compiler, and gcc splits it badly. */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#elif defined(__AVX__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+#define VL (VBYTES / 4)       /* lanes per vector */
+#define G 16                  /* codes per group of the layout */
+#define S (G / VL)            /* vectors per group */
 #define PIECE 4096
 
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
+typedef float vf __attribute__((vector_size(VBYTES)));
+typedef int32_t vi __attribute__((vector_size(VBYTES)));
 
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 INLINE vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
-/* Rows x[0 .. nr) (nr <= R, stride d) against codes [k0, k1): merges into best[r], code[r]. */
+/* Rows x[0 .. nr) (nr <= R, stride d) against codes [k0, k1): merges into best[r], code[r].
+ * A step takes C groups: V = C * S vectors, vector j holding codes k + j * VL + lane. */
 #define BLOCK(NAME, R, C)                                                                          \
 INLINE void NAME(const float *x, int64_t d, const float *w, const float *bias, int64_t k0,          \
                  int64_t k1, float *best, int32_t *code, int nr) {                                 \
-    vf lane_best[R]; vi lane_code[R]; vi index[C];                                                 \
+    enum { V = (C) * S };                                                                          \
+    vf lane_best[R]; vi lane_code[R]; vi index[V];                                                 \
     for (int r = 0; r < R; r++)                                                                    \
-        for (int l = 0; l < L; l++) { lane_best[r][l] = __builtin_inff(); lane_code[r][l] = 0; }   \
-    for (int c = 0; c < C; c++)                                                                    \
-        for (int l = 0; l < L; l++) index[c][l] = (int32_t)k0 + c * L + l;                         \
-    for (int64_t k = k0; k < k1; k += L * C) {                                                     \
+        for (int l = 0; l < VL; l++) { lane_best[r][l] = __builtin_inff(); lane_code[r][l] = 0; }  \
+    for (int j = 0; j < V; j++)                                                                    \
+        for (int l = 0; l < VL; l++) index[j][l] = (int32_t)k0 + j * VL + l;                       \
+    for (int64_t k = k0; k < k1; k += G * (C)) {                                                   \
         const float *wk = w + k * d;                                                               \
-        vf acc[R][C];                                                                              \
-        for (int c = 0; c < C; c++) {                                                              \
-            vf we = load(wk + c * d * L);                                                          \
-            for (int r = 0; r < R; r++) acc[r][c] = x[r * d] * we;                                 \
+        vf acc[R][V];                                                                              \
+        for (int j = 0; j < V; j++) {                                                              \
+            vf we = load(wk + (j / S) * d * G + (j % S) * VL);                                     \
+            for (int r = 0; r < R; r++) acc[r][j] = x[r * d] * we;                                 \
         }                                                                                          \
         for (int64_t e = 1; e < d; e++)                                                            \
-            for (int c = 0; c < C; c++) {                                                          \
-                vf we = load(wk + (c * d + e) * L);                                                \
-                for (int r = 0; r < R; r++) acc[r][c] += x[r * d + e] * we;                        \
+            for (int j = 0; j < V; j++) {                                                          \
+                vf we = load(wk + ((j / S) * d + e) * G + (j % S) * VL);                           \
+                for (int r = 0; r < R; r++) acc[r][j] += x[r * d + e] * we;                        \
             }                                                                                      \
-        for (int c = 0; c < C; c++) {                                                              \
-            vf b = load(bias + k + c * L);                                                         \
+        for (int j = 0; j < V; j++) {                                                              \
+            vf b = load(bias + k + j * VL);                                                        \
             for (int r = 0; r < R; r++) {                                                          \
-                vf score = acc[r][c] + b;                                                          \
+                vf score = acc[r][j] + b;                                                          \
                 vi less = score < lane_best[r];                                                    \
-                lane_best[r] = pick(less, score, lane_best[r]);                                  \
-                lane_code[r] = (index[c] & less) | (lane_code[r] & ~less);                         \
+                lane_best[r] = pick(less, score, lane_best[r]);                                    \
+                lane_code[r] = (index[j] & less) | (lane_code[r] & ~less);                         \
             }                                                                                      \
-            index[c] += L * C;                                                                     \
+            index[j] += G * (C);                                                                   \
         }                                                                                          \
     }                                                                                              \
     for (int r = 0; r < nr; r++) {                                                                 \
         float m = best[r]; int32_t i = code[r];                                                    \
-        for (int l = 0; l < L; l++) {                                                              \
+        for (int l = 0; l < VL; l++) {                                                             \
             float v = lane_best[r][l]; int32_t j = lane_code[r][l];                                \
             if (v < m || (v == m && j < i)) { m = v; i = j; }                                      \
         }                                                                                          \
@@ -99,8 +114,9 @@ void NAME(const float *x, int64_t n, int64_t d, const float *w, const float *bia
     else NAME##_run(x, n, d, w, bias, kp, panel, out);                                             \
 }
 
-/* Register blockings; which is fastest depends on the vector registers the host has (the probe
- * measures them): few accumulators for AVX2 / NEON, more for AVX-512's 32 registers. */
+/* Register blockings (rows x groups of 16 codes); which is fastest depends on the vector registers
+ * the host has (the probe measures them): few accumulators for AVX2's 16, more for AVX-512's and
+ * NEON's 32. C must divide 4 (kp and panels are multiples of 64 codes). */
 KERNEL(nearest_r2c2, 2, 2)
 KERNEL(nearest_r4c1, 4, 1)
 KERNEL(nearest_r4c2, 4, 2)
