@@ -170,7 +170,7 @@ def test_narrower_vector_builds_give_the_reference_codes(lib, tmp_path, flags):
     import platform
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("these flags are x86-64's; -march=native covers this machine")
-    if "avx2" in flags[-1] and "avx2" not in _native._cpu_signature():
+    if "avx2" in flags[-1] and "avx2" not in _native.cpu_signature():
         pytest.skip("this CPU cannot run AVX2 code")
     path = tmp_path / "nearest.so"
     _native._build(_native._compiler(), flags, tmp_path, path)

@@ -61,6 +61,15 @@ class Session:
         return f"{q.format}: {dims}; {self.total_frames:,} frames in {files}"
 
 
+# What an audit's counts are of (a run's window says "this window of the run" instead).
+ON_FEATURES = "these features"
+
+
+def counted_on(snapshot: "Snapshot | None") -> str:
+    """What the snapshot's counts are of, for a view's wording; the features when there is none yet."""
+    return snapshot.counted_on if snapshot is not None else ON_FEATURES
+
+
 @dataclass
 class Snapshot:
     """The audit so far: the numbers, and the verdicts that hold on them.
@@ -79,7 +88,7 @@ class Snapshot:
     diagnosis_error: str = ""
     final: bool = False              # `verdicts` are the finished audit's whole diagnosis
     outcome: object = field(default=None, repr=False)   # the pipeline's AuditOutcome, once complete
-    counted_on: str = "these features"  # what the counts are of, as views say it ("dead: unused on ...")
+    counted_on: str = ON_FEATURES     # what the counts are of, as views say it ("dead: unused on ...")
 
     @property
     def counts(self) -> list[np.ndarray]:

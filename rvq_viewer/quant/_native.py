@@ -13,6 +13,7 @@ measured it fastest with codes equal to `addmm` + `argmin`.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -24,6 +25,8 @@ import threading
 from pathlib import Path
 
 import torch
+
+from ._cpu_engine import squared_norms
 
 SOURCE = Path(__file__).with_name("nearest.c")
 KERNELS = ("r2c2", "r4c1", "r4c2", "r6c2", "r8c1")
@@ -135,12 +138,15 @@ def _build_id(source: bytes, compiler: str, flags: list[str]) -> str:
     """Source, compiler, flags and the CPU's exact model and instruction sets: a cache folder shared by
     machines of several kinds (a cluster's home directory) must never load code built for another."""
     h = hashlib.sha256(source)
-    for part in (compiler, " ".join(flags), _cpu_signature(), sys.platform):
+    for part in (compiler, " ".join(flags), cpu_signature(), sys.platform):
         h.update(b"\0" + part.encode())
     return h.hexdigest()[:16]
 
 
-def _cpu_signature() -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """The CPU's vendor, family, model, name and instruction-set lines (/proc/cpuinfo), else what
+    `platform` says."""
     import platform
     try:
         with open("/proc/cpuinfo") as fh:
@@ -175,7 +181,7 @@ class NativePlan:
             raise RuntimeError(f"native kernel {config.kernel!r} unavailable: {unavailable()}")
         codebook = codebook.detach().to(torch.float32).contiguous()
         if sq is None:
-            sq = codebook.pow(2).sum(dim=1)
+            sq = squared_norms(codebook)
         self.config = config
         self.k, self.d = codebook.shape
         self.kp = -(-self.k // CODE_STEP) * CODE_STEP

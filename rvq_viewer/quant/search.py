@@ -75,8 +75,10 @@ def worker_cap(codebooks) -> int | None:
     """The most CPU workers to split rows over for a search through these codebooks: the fewest the
     probe measured fastest among them (None: every worker). Asking measures any shape not yet seen, in
     the calling thread, before the work is split."""
+    if SEARCH_BACKEND == "reference":
+        return None
     caps = [config_for(c.shape[1], c.shape[0]).threads for c in codebooks
-            if c.device.type == "cpu" and c.dtype == torch.float32 and c.dim() == 2 and SEARCH_BACKEND != "reference"]
+            if c.device.type == "cpu" and c.dtype == torch.float32 and c.dim() == 2]
     caps = [c for c in caps if c]
     return min(caps) if caps else None
 

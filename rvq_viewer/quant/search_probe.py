@@ -329,11 +329,11 @@ def _load_average() -> float | None:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name, and a digest of its exact model and instruction sets (a name such as
+    "AMD EPYC" covers several generations; a cache folder may be shared by machines of each)."""
+    import hashlib
+    from ._native import cpu_signature
+    signature = cpu_signature()
+    name = next((line.split(":", 1)[1].strip() for line in signature.splitlines()
+                 if line.startswith("model name")), "") or platform.processor() or platform.machine()
+    return f"{name} #{hashlib.sha256(signature.encode()).hexdigest()[:10]}"

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox
 
 from ...analysis.umap_service import UmapParams
 from ...app.map_jobs import MapGeometry, MapNote, map_job
-from ...app.session import Session, Snapshot
+from ...app.session import ON_FEATURES, Session, Snapshot, counted_on
 from ..state import AppState
 from .base import Panel
 from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, USAGE_COLORMAP, elastic_label,
@@ -347,7 +347,7 @@ class CentroidMapView(Panel):
 
     def _update_legend(self, geo: MapGeometry, has_dead: bool, size: float) -> None:
         layers = tuple(int(v) for v in np.unique(geo.layers)) if self.all_layers else ()
-        in_run = self.snapshot is not None and self.snapshot.counted_on != "these features"
+        in_run = counted_on(self.snapshot) != ON_FEATURES
         dead_label = "dead (unused in this run window)" if in_run else "dead (unused on features)"
         key = (layers, has_dead, dead_label)
         if key == self._legend_key:

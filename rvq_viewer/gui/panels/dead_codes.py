@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QAbstractItemView, QApplication, QComboBox, QHeade
 
 from ...app.dead_codes import dead_code_table
 from ...app.tables import DEAD_CODES_HEADER, dead_code_rows, write_csv
-from ...app.session import DeadCodeTable, Session, Snapshot
+from ...app.session import DeadCodeTable, Session, Snapshot, counted_on
 from ..state import AppState
 from .base import Panel
 from ..widgets.common import DEAD_COLOR, MIN_TABLE_HEIGHT, header_label
@@ -275,9 +275,6 @@ class DeadCodesView(Panel):
         self._select_code(self.selection.code)
         self._show_header()
 
-    def _counted_on(self) -> str:
-        return self.snapshot.counted_on if self.snapshot is not None else "these features"
-
     def _show_header(self) -> None:
         if self.session is None:
             self.header.setText("<i>no checkpoint open</i>")
@@ -291,7 +288,7 @@ class DeadCodesView(Panel):
         rule = self.session.quantizer.dead_code_rule.describe() if self.session.ema_dead is not None else None
         unused, ema, both = int(t.unused.sum()), int(t.ema_dead.sum()), int((t.unused & t.ema_dead).sum())
         text = (f"<b>Layer {layer}</b>: <span style='color:{DEAD_COLOR}'><b>{unused:,}</b></span> of {k:,} "
-                f"codes unused on {self._counted_on()}")
+                f"codes unused on {counted_on(self.snapshot)}")
         text += f", <b>{ema:,}</b> EMA-dead ({html.escape(rule)}), {both:,} both" if rule else \
             " (no EMA statistics in the checkpoint)"
         if self.snapshot is not None:

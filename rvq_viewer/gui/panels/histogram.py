@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QCheckBox, QToolTip
 
+from ...app.session import counted_on
 from ..state import AppState
 from .base import Panel
 from ..widgets.common import (DEAD_COLOR, MIN_PLOT_HEIGHT, MIN_PLOT_WIDTH, SELECT_COLOR, export_plot_png,
@@ -270,7 +271,7 @@ class HistogramView(Panel):
         if self.session is not None and self.session.ema_sizes is not None:
             text += f"\nEMA size {self.session.ema_sizes[layer][code]:.3g}"
         if count == 0:
-            text += f"\ndead: unused on {self.snapshot.counted_on if self.snapshot else 'these features'}"
+            text += f"\ndead: unused on {counted_on(self.snapshot)}"
         return text
 
     def _hovered(self, args) -> None:
