@@ -18,6 +18,10 @@ x [D, min(K, 4096)], the faster of torch's BLAS `mm` and oneDNN's linear, on all
 frames/s is also printed as a fraction of it (2 N K D n_q flops in its time over that rate): how far
 from the limit it runs.
 
+The FMA peak: the host's float32 multiply-add rate on all cores with nothing else to do (`fma_peak.py`).
+At small D that, not the GEMM rate, is the limit: a score is D multiply-adds, and a GEMM there is bound
+by writing its output. Each result is printed as a fraction of it too.
+
 `--load N` starts N busy-loop processes for a second set of rounds, and prints every ratio quiet and
 loaded side by side, and how much of its quiet speed each method kept.
 
@@ -57,6 +61,7 @@ from rvq_viewer.analysis.audit import run_audit  # noqa: E402
 from rvq_viewer.analysis.audit.engine import encode_frames  # noqa: E402
 from rvq_viewer.quant import Quantizer  # noqa: E402
 from rvq_viewer.io import FeatureSource  # noqa: E402
+from fma_peak import fma_peak_gflops  # noqa: E402
 
 # (D, K, n_q, frames in the default run, frames with --full): the table in perf-anchors.md.
 # 128/4096/8 and 8/4096/12 are DAC-style: a larger table, and factorised 8-dim codes.
@@ -281,16 +286,21 @@ def bench_shape(d: int, k: int, n_q: int, n: int, rounds: int, seed: int, with_f
     ref = quiet["codes"]["EnCodec ref (all at once)"]
     agreement = [check_codes(m, c, ref, x, codebooks) for m, c in quiet["codes"].items()
                  if not m.startswith("EnCodec")]
-    flops_per_frame = 2.0 * k * d * n_q
+    frame_flops = 2.0 * k * d * n_q
     result = {"shape": {"D": d, "K": k, "n_q": n_q, "frames": n}, "roofline": roof, "agreement": agreement,
               "search_path": search_path(codebooks[0]), "quiet": summarise(quiet, with_faiss, with_audit)}
-    result["quiet"]["roofline_fraction"] = {m: fps * flops_per_frame / (roof["gflops"] * 1e9)
+    result["quiet"]["roofline_fraction"] = {m: fps * frame_flops / (roof["gflops"] * 1e9)
                                             for m, fps in result["quiet"]["fps"].items()}
     if loaded is not None:
         result["loaded"] = summarise(loaded, with_faiss, with_audit)
         result["loaded"]["processes"] = load
         result["kept"] = {m: result["loaded"]["fps"][m] / result["quiet"]["fps"][m] for m in result["quiet"]["fps"]}
     return result
+
+
+# A pause before each method: torch's and faiss's OpenMP threads spin for a while after a parallel
+# region, and under load that spinning would be charged to whichever method runs next.
+SETTLE_S = 0.3
 
 
 def timed_rounds(methods: dict, n: int, rounds: int) -> dict:
@@ -300,6 +310,7 @@ def timed_rounds(methods: dict, n: int, rounds: int) -> dict:
     loads = [loadavg()]
     for _ in range(rounds):
         for name, fn in methods.items():
+            time.sleep(SETTLE_S)
             start, cpu = time.perf_counter(), time.process_time()
             result = fn()
             elapsed = time.perf_counter() - start
@@ -369,6 +380,7 @@ def main(argv=None) -> int:
         print("faiss-cpu is not installed: the faiss column is skipped (pip install faiss-cpu)", file=sys.stderr)
 
     info = machine()
+    info["fma_peak_gflops"] = fma_peak_gflops()
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['isa']}), torch {info['torch']} "
           f"({info['torch_threads']} threads), faiss {info['faiss']}, python {info['python']}")
     results = []
@@ -376,9 +388,12 @@ def main(argv=None) -> int:
         print(f"... D={d} K={k} n_q={n_q} N={n}", file=sys.stderr, flush=True)
         results.append(bench_shape(d, k, n_q, n, args.rounds, args.seed, with_faiss, not args.no_audit, args.load))
 
-    print_table(results, "quiet", args.rounds)
+    peak = info["fma_peak_gflops"]
+    if peak:
+        print(f"FMA peak: {peak:.0f} GFLOP/s (float32 multiply-adds alone, all {os.cpu_count()} cores)")
+    print_table(results, "quiet", args.rounds, peak)
     if args.load:
-        print_table(results, "loaded", args.rounds)
+        print_table(results, "loaded", args.rounds, peak)
     print()
     all_met = True
     for r in results:
@@ -396,6 +411,14 @@ def main(argv=None) -> int:
             line += f", within 1.3x: {yes(frac >= 1 / 1.3)}"
             met &= frac >= 1 / 1.3
         print(line + ")")
+        if peak:
+            of_peak = {m: fps * flops_per_frame(s) / (peak * 1e9) for m, fps in q["fps"].items()}
+            line = f"    of the FMA peak: rvq-viewer {of_peak['rvq-viewer']:.2f}"
+            if "faiss" in of_peak:
+                line += f", faiss {of_peak['faiss']:.2f}"
+                if not q["target_1_5x_faiss"]:
+                    line += f"; 1.5x faiss would be {1.5 * of_peak['faiss']:.2f} of it"
+            print(line)
         # Cores kept busy quiet: an engine that already fills every core can keep no more than its fair
         # share of them under load (its threads over all runnable threads); one that leaves cores idle
         # part of the time loses less, since the neighbours take only what it was not using.
@@ -434,20 +457,26 @@ def yes(flag) -> str:
     return "met" if flag else "NOT met"
 
 
-def print_table(results: list[dict], which: str, rounds: int) -> None:
+def flops_per_frame(shape: dict) -> float:
+    return 2.0 * shape["K"] * shape["D"] * shape["n_q"]
+
+
+def print_table(results: list[dict], which: str, rounds: int, peak: float | None) -> None:
     cols = ["rvq-viewer", "rvq-viewer audit", "EnCodec ref", "torch chunked", "faiss", "GEMM alone"]
     cols = [c for c in cols if any(c in r[which]["fps"] for r in results)]
     print()
-    print(f"{which}: frames/s through all layers (best of {rounds} rounds); rvq-viewer's fraction of the roofline")
-    print(f"| {'shape (D, K, n_q, N)':<24} | " + " | ".join(f"{c:>16}" for c in cols) + " | roofline |")
-    print("|" + "-" * 26 + "|" + "|".join("-" * 18 for _ in cols) + "|" + "-" * 10 + "|")
+    print(f"{which}: frames/s through all layers (best of {rounds} rounds); rvq-viewer's fraction of the roofline"
+          " and of the FMA peak")
+    print(f"| {'shape (D, K, n_q, N)':<24} | " + " | ".join(f"{c:>16}" for c in cols) + " | roofline | FMA peak |")
+    print("|" + "-" * 26 + "|" + "|".join("-" * 18 for _ in cols) + "|" + "-" * 10 + "|" + "-" * 10 + "|")
     for r in results:
         s = r["shape"]
         fps = r[which]["fps"]
-        frac = fps["rvq-viewer"] * 2.0 * s["K"] * s["D"] * s["n_q"] / (r["roofline"]["gflops"] * 1e9)
+        frac = fps["rvq-viewer"] * flops_per_frame(s) / (r["roofline"]["gflops"] * 1e9)
+        of_peak = fps["rvq-viewer"] * flops_per_frame(s) / (peak * 1e9) if peak else float("nan")
         label = f"{s['D']}, {s['K']}, {s['n_q']}, {s['frames']}"
         print(f"| {label:<24} | " + " | ".join(f"{fps.get(c, float('nan')):>16,.0f}" for c in cols)
-              + f" | {frac:>8.2f} |")
+              + f" | {frac:>8.2f} | {of_peak:>8.2f} |")
 
 
 if __name__ == "__main__":
