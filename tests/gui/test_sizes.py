@@ -113,3 +113,17 @@ def test_empty_views_say_so(window):
     assert all(n.shown for n in win.trainer_panel.plots.empty)
     assert win.histogram.empty.item.toPlainText() == "no checkpoint open"
     assert win.trainer_panel.plots.empty[0].item.toPlainText() == "no run yet: press Start"
+
+
+def test_map_legend_of_every_layer_fits_in_the_canvas(sized, qtbot):
+    win, _, _ = sized
+    win.commands["view.map_all_layers"].trigger()
+    qtbot.waitUntil(lambda: len(win.map.legend.items) >= 5, timeout=20000)   # 4 layers and the dead codes
+    canvas = win.map.canvas
+    for width in (canvas.width(), 420):                      # as laid out, then a narrower map
+        if width != canvas.width():
+            win.resize(win.width() - (canvas.width() - width), win.height())
+            qtbot.waitUntil(lambda: canvas.width() <= width + 40, timeout=3000)
+        qtbot.wait(50)
+        legend = win.map.legend.mapRectToScene(win.map.legend.boundingRect())
+        assert legend.right() <= canvas.sceneRect().right() + 1 and legend.left() >= -1, (width, legend)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtWidgets import QCheckBox, QComboBox
 
 from ...analysis.umap_service import UmapParams
@@ -109,6 +109,7 @@ class CentroidMapView(Panel):
         self.legend = pg.LegendItem(colCount=6, labelTextColor=ink(), labelTextSize="8pt", frame=False)
         self.canvas.addItem(self.legend, row=1, col=0)
         self._legend_key = None
+        self.canvas.installEventFilter(self)        # re-fit the legend's columns to the width
 
         self.reset_button = reset_button(self.reset_view, "map")
         self.reset_button.setToolTip(self.reset_button.toolTip() + "; Shift+drag selects the codes in a box")
@@ -361,6 +362,25 @@ class CentroidMapView(Panel):
             self.legend.addItem(pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(DEAD_COLOR)),
                                 dead_label)
         self.legend.setVisible(bool(layers) or has_dead)
+        self._fit_legend()
+
+    def _fit_legend(self) -> None:
+        """As many legend columns as fit across the canvas (one row of five entries runs off a map
+        500 pixels wide). Entries fill rows left to right, so a column is as wide as its widest entry."""
+        widths = [sample.boundingRect().width() + label.item.boundingRect().width() + 24
+                  for sample, label in self.legend.items]
+        if not widths:
+            return
+        room = self.canvas.width() * 0.95
+        columns = next((c for c in range(len(widths), 1, -1)
+                        if sum(max(widths[i::c]) for i in range(c)) <= room), 1)
+        if columns != self.legend.columnCount:
+            self.legend.setColumnCount(columns)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if obj is self.canvas and event.type() == QEvent.Type.Resize:
+            self._fit_legend()
+        return super().eventFilter(obj, event)
 
     def _counts_for(self, geo: MapGeometry) -> np.ndarray | None:
         if self.snapshot is None or self.snapshot.frames_done == 0:
