@@ -217,3 +217,19 @@ def test_a_capped_run_uses_no_more_workers_at_once():
 def test_pieces_shrink_so_every_worker_takes_several(n, workers, stride, want):
     from rvq_viewer.runtime import piece_rows
     assert piece_rows(n, workers, stride=stride) == want
+
+
+def test_a_choice_measured_on_other_kernel_code_is_measured_again(fresh, monkeypatch):
+    """A release that changes the native kernels (or adds one) must not keep the last one's choice."""
+    from rvq_viewer.quant import _native
+    calls = []
+    real_probe = search_probe.probe
+    monkeypatch.setattr(search_probe, "probe", lambda d, k: calls.append((d, k)) or real_probe(d, k))
+    search_probe.config_for(64, 512)
+    search_probe.forget()
+    search_probe.config_for(64, 512)
+    assert calls == [(64, 512)]                   # read back while the kernel is the same
+    monkeypatch.setattr(_native, "source_digest", lambda: "another")
+    search_probe.forget()
+    search_probe.config_for(64, 512)
+    assert calls == [(64, 512), (64, 512)]

@@ -29,7 +29,7 @@ import torch
 from ._cpu_engine import squared_norms
 
 SOURCE = Path(__file__).with_name("nearest.c")
-KERNELS = ("r2c2", "r4c1", "r4c2", "r6c2", "r8c1")
+KERNELS = ("r2c2", "r4c1", "r4c2", "r6c2", "r8c1", "r8c2")
 ABI = 1
 # Codes per kernel step are a multiple of this (16 lanes x up to 4 vectors); panels are rounded to it.
 CODE_STEP = 64
@@ -132,6 +132,15 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     return lib
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """A digest of the kernel's source ("none" without it): a measured choice is of this code's speed."""
+    try:
+        return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:10]
+    except OSError:
+        return "none"
 
 
 def _build_id(source: bytes, compiler: str, flags: list[str]) -> str:

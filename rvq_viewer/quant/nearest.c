@@ -146,6 +146,7 @@ KERNEL(nearest_r4c1, 4, 1)
 KERNEL(nearest_r4c2, 4, 2)
 KERNEL(nearest_r6c2, 6, 2)
 KERNEL(nearest_r8c1, 8, 1)
+KERNEL(nearest_r8c2, 8, 2)
 
 /* The version of this file's ABI, checked on load. */
 int rvq_nearest_abi(void) { return 1; }

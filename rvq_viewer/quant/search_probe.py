@@ -247,7 +247,10 @@ def label(config: SearchConfig) -> str:
 # --- the cache on disk ----------------------------------------------------------------------------------
 
 def host_key() -> str:
-    return f"{_cpu_model()} | torch {torch.__version__} | faiss {_faiss_version()}"
+    """What a measured choice holds for: the CPU, the libraries, and the native kernel's source (a
+    release that changes the kernels, or adds one, measures again)."""
+    from ._native import source_digest
+    return f"{_cpu_model()} | torch {torch.__version__} | faiss {_faiss_version()} | kernel {source_digest()}"
 
 
 def _faiss_version() -> str | None:
