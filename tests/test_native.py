@@ -100,6 +100,66 @@ def test_the_workers_run_it_side_by_side_with_the_reference_codes(lib, monkeypat
         search.clear_plans()
 
 
+def test_with_copies_each_thread_reads_its_own_layout_and_gets_the_same_codes(lib):
+    import threading
+    gen = torch.Generator().manual_seed(12)
+    codebook, x = torch.randn(700, 24, generator=gen), torch.randn(3000, 24, generator=gen)
+    want = reference_nearest_codes(x, codebook)
+    own = _native.NativePlan(codebook, None, SearchConfig("native", 512, 0, "r4c2", copies=True))
+    read, got = {}, {}
+
+    def work(name: str) -> None:
+        got[name] = own.search(x)
+        read[name] = own._layout()[0]                  # held: a finished thread's copy is freed
+
+    threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    work("main")
+    pointers = {layout.data_ptr() for layout in read.values()}
+    assert len(pointers) == 3 and own.weight.data_ptr() not in pointers
+    assert all(torch.equal(codes, want) for codes in got.values())
+
+
+def test_a_codebook_too_large_to_copy_is_shared(lib, monkeypatch):
+    monkeypatch.setattr(_native, "COPY_BYTES", 64 * 16 * 4 - 1)
+    codebook = torch.randn(64, 16)
+    assert not _native.NativePlan.can_copy(codebook)
+    big = _native.NativePlan(codebook, None, SearchConfig("native", 512, 0, "r4c1", copies=True))
+    assert big._layout()[0].data_ptr() == big.weight.data_ptr()
+    assert torch.equal(big.search(codebook), torch.arange(64))
+
+
+def test_copies_are_chosen_only_where_they_measured_faster(lib, monkeypatch):
+    codebook, x = search_probe.probe_data(32, 512)
+    config = SearchConfig("native", 512, 0, "r4c1")
+    run = search_probe._exact_run(_cpu_engine, config, codebook, x, reference_nearest_codes(x, codebook))
+    for copies_s, chosen in ((0.90, True), (0.97, False), (1.2, False)):
+        def timed(fn, pieces, threads, copies_s=copies_s):
+            return copies_s if fn.__self__._copies is not None else 1.0
+        monkeypatch.setattr(search_probe, "_time_on_threads", timed)
+        assert search_probe._copies_if_faster(_cpu_engine, config, codebook, run, 2, 0.01)[0] is chosen
+    # One worker, or a path without per-thread copies: never.
+    assert not search_probe._copies_if_faster(_cpu_engine, config, codebook, run, 1, 0.01)[0]
+    faiss_like = SearchConfig("addmm", 512, 2 << 20)
+    assert not search_probe._copies_if_faster(_cpu_engine, faiss_like, codebook, run, 2, 0.01)[0]
+
+
+def test_a_cached_choice_with_copies_is_read_back(lib, tmp_path, monkeypatch):
+    monkeypatch.setenv("RVQ_VIEWER_CACHE", str(tmp_path))
+    search_probe.forget()
+    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0, "copies": True}
+    search_probe.cache_path().write_text(json.dumps({"version": search_probe.CACHE_VERSION, "entries": {
+        search_probe._entry_key((16, 1024)): {"chosen": chosen, "frames_per_s": {}}}}))
+    monkeypatch.setattr(search_probe, "probe", lambda d, k: pytest.fail("probed"))
+    try:
+        assert search_probe.config_for(16, 1024) == SearchConfig(**chosen)
+    finally:
+        search_probe.forget()
+
+
 def test_it_is_built_once_and_loaded_from_the_cache_after(lib, rebuilt):
     assert _native.library() is not None
     built = list((rebuilt / "native").glob("nearest-*"))

@@ -83,7 +83,8 @@ def test_a_shape_is_measured_once_and_kept_on_disk(fresh, monkeypatch):
 
 def test_a_damaged_cache_is_measured_again(fresh, monkeypatch):
     search_probe.cache_path().write_text("{not json")
-    assert replace(search_probe.config_for(64, 512), threads=0) in search_probe.candidates(512, True, True)
+    chosen = replace(search_probe.config_for(64, 512), threads=0, copies=False)
+    assert chosen in search_probe.candidates(512, True, True)
     data = json.loads(search_probe.cache_path().read_text())
     assert data["version"] == search_probe.CACHE_VERSION and len(data["entries"]) == 1
     # An entry naming a configuration this version does not offer is not trusted either.
@@ -140,7 +141,8 @@ def test_probes_in_workers_and_in_another_thread_at_once_finish(fresh):
     other.start()
     results["workers"] = pool.run(lambda i: search_probe.config_for(44, 900), range(4))
     other.join(120)
-    assert not other.is_alive() and replace(results["thread"], threads=0) in search_probe.candidates(700, True, True)
+    assert not other.is_alive()
+    assert replace(results["thread"], threads=0, copies=False) in search_probe.candidates(700, True, True)
     assert len(set(results["workers"])) == 1
 
 
@@ -157,8 +159,9 @@ def test_the_thread_count_is_measured_on_real_threads_and_kept_on_disk(fresh, mo
     from rvq_viewer.runtime import cpu_pool
     monkeypatch.setattr(cpu_pool, "worker_count", lambda: 2)
     chosen, rates = search_probe.probe(32, 1024)
-    assert {f"{search_probe.label(chosen)} on {t} threads" for t in (1, 2)} <= set(rates)
-    assert all(rates[f"{search_probe.label(chosen)} on {t} threads"] > 0 for t in (1, 2))
+    name = search_probe.label(replace(chosen, copies=False))
+    assert {f"{name} on {t} threads" for t in (1, 2)} <= set(rates)
+    assert all(rates[f"{name} on {t} threads"] > 0 for t in (1, 2))
     forced = SearchConfig(chosen.path, chosen.panel, chosen.tile_bytes, chosen.kernel, threads=1)
     monkeypatch.setattr(search_probe, "probe", lambda d, k: (forced, {}))
     assert search_probe.config_for(32, 1024) == forced
@@ -233,3 +236,16 @@ def test_a_choice_measured_on_other_kernel_code_is_measured_again(fresh, monkeyp
     search_probe.forget()
     search_probe.config_for(64, 512)
     assert calls == [(64, 512), (64, 512)]
+
+
+def test_a_probe_that_finds_fewer_threads_faster_still_measures_the_copies(fresh, monkeypatch):
+    from rvq_viewer.runtime import cpu_pool
+    monkeypatch.setattr(cpu_pool, "worker_count", lambda: 4)
+    monkeypatch.setattr(search_probe, "_fastest_thread_count", lambda run, n, one_pass_s: (2, {2: 1.0}))
+    asked = []
+    real = search_probe._copies_if_faster
+    monkeypatch.setattr(search_probe, "_copies_if_faster",
+                        lambda engine, config, codebook, run, threads, s: asked.append(threads)
+                        or real(engine, config, codebook, run, threads, s))
+    chosen, _ = search_probe.probe(32, 512)
+    assert chosen.threads == 2 and asked == [2]

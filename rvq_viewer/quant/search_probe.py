@@ -42,13 +42,16 @@ class SearchConfig:
     """How the CPU engine scores a codebook: `path` "onednn" (fused linear tiles), "addmm" (tiles into
     a reused buffer), "native" (the fused kernel built on this machine, `kernel` naming its register
     blocking) or "faiss" (IndexFlatL2, when installed); `panel` codes and `tile_bytes` per tile; `threads`
-    workers at once, where fewer than all measured faster (cores shared by SMT siblings)."""
+    workers at once, where fewer than all measured faster (cores shared by SMT siblings); `copies`: each
+    worker reads its own copy of the native kernel's codebook, where that measured faster than one
+    copy read by all (seen on a virtual machine's two cores: 7-46% faster)."""
 
     path: str = "onednn"
     panel: int = 4096
     tile_bytes: int = 2 << 20
     kernel: str = ""
     threads: int = 0          # CPU workers to split rows over: 0 = every one (the default)
+    copies: bool = False
 
 
 DEFAULT = SearchConfig()
@@ -139,9 +142,12 @@ def _probe_here(d: int, k: int, workers: int) -> tuple[SearchConfig, dict[str, f
     rates = {label(c): (x.shape[0] / seconds[c] if c in runs else -1.0) for c in every}
     best = min(seconds, key=seconds.get) if seconds else DEFAULT
     if best in runs:
-        threads, per_threads = _fastest_thread_count(runs[best], workers, seconds[best])
+        run, one_pass_s = runs[best], seconds[best]
+        threads, per_threads = _fastest_thread_count(run, workers, one_pass_s)
         rates.update({f"{label(best)} on {t} threads": r for t, r in per_threads.items()})
-        best = replace(best, threads=threads)
+        copies, per_copies = _copies_if_faster(_cpu_engine, best, codebook, run, threads or workers, one_pass_s)
+        rates.update(per_copies)
+        best = replace(best, threads=threads, copies=copies)
     return best, rates
 
 
@@ -177,6 +183,35 @@ def _fastest_thread_count(run, n: int, one_pass_s: float) -> tuple[int, dict[int
     return 0, rates
 
 
+# One copy of the codebook per worker must be this much faster than one shared copy to be chosen; the
+# two are timed in this many interleaved rounds of about COPIES_PROBE_S each (the gain is 5-45%, so
+# shorter runs on a shared host could pick either).
+COPIES_GAIN = 1.05
+COPIES_ROUNDS = 5
+COPIES_PROBE_S = 0.05
+
+
+def _copies_if_faster(engine, config: SearchConfig, codebook, run, threads: int,
+                      one_pass_s: float) -> tuple[bool, dict[str, float]]:
+    """(whether each of `threads` workers should read its own copy of the codebook; {how: rows/s}), timed
+    side by side on the probe rows. Only the native kernel's plans hold per-thread copies.
+    `one_pass_s`: one thread's time for the probe rows."""
+    from ._native import NativePlan
+    if threads < 2 or config.path != "native" or not NativePlan.can_copy(codebook):
+        return False, {}
+    own = engine.make_plan(codebook, None, replace(config, copies=True))
+    rows = max(64, run.x.shape[0] // (THREAD_PROBE_PIECES * threads))
+    repeats = int(min(256, max(1, COPIES_PROBE_S * threads / max(one_pass_s, 1e-6))))
+    pieces = [run.x[s:s + rows] for s in range(0, run.x.shape[0], rows)] * repeats
+    seconds = {"shared": float("inf"), "copies": float("inf")}
+    for _ in range(COPIES_ROUNDS):
+        seconds["shared"] = min(seconds["shared"], _time_on_threads(run.search, pieces, threads))
+        seconds["copies"] = min(seconds["copies"], _time_on_threads(own.search, pieces, threads))
+    total = sum(p.shape[0] for p in pieces)
+    rates = {f"{label(config)} on {threads} threads, {how}": total / s for how, s in seconds.items()}
+    return seconds["shared"] > COPIES_GAIN * seconds["copies"], rates
+
+
 def _time_on_threads(search, pieces: list, threads: int) -> float:
     """Seconds for `threads` single-threaded threads to search every piece, taking the next as they go."""
     from ..runtime.cpu_pool import single_threaded
@@ -185,6 +220,10 @@ def _time_on_threads(search, pieces: list, threads: int) -> float:
 
     def work() -> None:
         with single_threaded():
+            try:
+                search(pieces[0][:1])                  # a thread's own set-up (its copy), untimed
+            finally:
+                go.wait()
             while True:
                 with lock:
                     if not todo:
@@ -194,7 +233,7 @@ def _time_on_threads(search, pieces: list, threads: int) -> float:
 
     # Started before the clock (the engine's workers are already running when a search comes).
     go = threading.Barrier(threads + 1)
-    workers = [threading.Thread(target=lambda: (go.wait(), work()), name=f"rvq-probe-{i}", daemon=True)
+    workers = [threading.Thread(target=work, name=f"rvq-probe-{i}", daemon=True)
                for i in range(threads)]
     for w in workers:
         w.start()
@@ -240,7 +279,7 @@ def label(config: SearchConfig) -> str:
     if config.path == "faiss":
         return "faiss"
     if config.path == "native":
-        return f"native {config.kernel} panel {config.panel}"
+        return f"native {config.kernel} panel {config.panel}" + (", a copy per worker" if config.copies else "")
     return f"{config.path} panel {config.panel} tile {config.tile_bytes >> 10} KiB"
 
 
@@ -291,7 +330,7 @@ def _from_disk(key: tuple[int, int]) -> SearchConfig | None:
         chosen = SearchConfig(**entry["chosen"])
     except (TypeError, KeyError):
         return None
-    measured_threads, chosen = chosen.threads, replace(chosen, threads=0)
+    measured, chosen = chosen, replace(chosen, threads=0, copies=False)
     # A path this process cannot run now (faiss uninstalled, the kernel not built) is measured again;
     # only the chosen path is checked (importing faiss takes a second).
     from . import _cpu_engine, _native
@@ -299,7 +338,7 @@ def _from_disk(key: tuple[int, int]) -> SearchConfig | None:
     native_ok = chosen.path == "native" and _native.library() is not None
     if chosen not in candidates(key[1], faiss_ok, native_ok):
         return None
-    return replace(chosen, threads=measured_threads)
+    return measured
 
 
 def _probe_and_store(key: tuple[int, int]) -> SearchConfig:
