@@ -147,19 +147,6 @@ def test_copies_are_chosen_only_where_they_measured_faster(lib, monkeypatch):
     assert not search_probe._copies_if_faster(_cpu_engine, faiss_like, codebook, run, 2, 0.01)[0]
 
 
-def test_a_cached_choice_with_copies_is_read_back(lib, tmp_path, monkeypatch):
-    monkeypatch.setenv("RVQ_VIEWER_CACHE", str(tmp_path))
-    search_probe.forget()
-    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0, "copies": True}
-    search_probe.cache_path().write_text(json.dumps({"version": search_probe.CACHE_VERSION, "entries": {
-        search_probe._entry_key((16, 1024)): {"chosen": chosen, "frames_per_s": {}}}}))
-    monkeypatch.setattr(search_probe, "probe", lambda d, k: pytest.fail("probed"))
-    try:
-        assert search_probe.config_for(16, 1024) == SearchConfig(**chosen)
-    finally:
-        search_probe.forget()
-
-
 def test_it_is_built_once_and_loaded_from_the_cache_after(lib, rebuilt):
     assert _native.library() is not None
     built = list((rebuilt / "native").glob("nearest-*"))
@@ -202,10 +189,11 @@ def test_a_cached_choice_of_the_kernel_is_measured_again_where_it_cannot_load(re
     assert _native.unavailable().startswith("turned off")
 
 
-def test_a_cached_choice_of_the_kernel_is_read_back_where_it_loads(lib, tmp_path, monkeypatch):
+@pytest.mark.parametrize("copies", [False, True], ids=["shared", "copies"])
+def test_a_cached_choice_of_the_kernel_is_read_back_where_it_loads(lib, tmp_path, monkeypatch, copies):
     monkeypatch.setenv("RVQ_VIEWER_CACHE", str(tmp_path))
     search_probe.forget()
-    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0}
+    chosen = {"path": "native", "panel": 1024, "tile_bytes": 0, "kernel": "r4c1", "threads": 0, "copies": copies}
     search_probe.cache_path().write_text(json.dumps({"version": search_probe.CACHE_VERSION, "entries": {
         search_probe._entry_key((16, 1024)): {"chosen": chosen, "frames_per_s": {}}}}))
     monkeypatch.setattr(search_probe, "probe", lambda d, k: pytest.fail("probed"))
