@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Iterator
 
 from ..errors import RvqViewerError
+from ..runtime import usable_cpus
 
 INSTALL_HINT = "pip install 'rvq-viewer[dask]'"
 CONNECT_TIMEOUT = "30s"
@@ -76,7 +76,7 @@ def dask_client(address: str) -> Iterator[object]:
     cluster = None
     try:
         if kind == "local":
-            cluster = _local_cluster(distributed, workers or os.cpu_count() or 1)
+            cluster = _local_cluster(distributed, workers or usable_cpus())
             client = distributed.Client(cluster)
         else:
             client = distributed.Client(address, timeout=CONNECT_TIMEOUT)

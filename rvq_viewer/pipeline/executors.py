@@ -29,7 +29,7 @@ from ..analysis.audit import AuditAccumulator, audit_source, new_accumulator
 from ..errors import LoadError, RvqViewerError
 from ..io import load_quantizer
 from ..quant import Quantizer
-from ..runtime import resolve_device
+from ..runtime import resolve_device, usable_cpus
 from .shards import Shard, open_shard
 from .spec import AuditSpec, LoadOptions
 
@@ -152,7 +152,7 @@ class FuturesBackend:
         self.executor = executor
 
     def workers(self) -> int:
-        return int(getattr(self.executor, "_max_workers", 0) or os.cpu_count() or 1)
+        return int(getattr(self.executor, "_max_workers", 0) or usable_cpus())
 
     def describe(self) -> str:
         return f"{type(self.executor).__name__} ({self.workers()} workers)"

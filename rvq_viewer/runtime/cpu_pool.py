@@ -16,6 +16,8 @@ import threading
 
 import torch
 
+from .cpu_quota import usable_cpus
+
 # RVQ_VIEWER_WORKERS=0 runs torch's intra-op threads instead of the workers.
 WORKERS_ENABLED = os.environ.get("RVQ_VIEWER_WORKERS", "1") != "0"
 # Rows per task handed to a CPU worker: at most PIECE_ROWS, and fewer when that leaves each worker
@@ -148,12 +150,13 @@ def _omp_setter():
 
 
 def cpu_workers() -> "CpuWorkers | None":
-    """The shared CPU workers (one per torch intra-op thread), or None with one thread or no OpenMP."""
+    """The shared CPU workers (one per torch intra-op thread, at most one per CPU the process may use),
+    or None with one thread or no OpenMP."""
     global _WORKERS
     if _WORKERS is None:
         with _WORKERS_LOCK:
             if _WORKERS is None:
-                n = torch.get_num_threads()
+                n = _thread_count()
                 setter = _omp_setter() if WORKERS_ENABLED else None
                 _WORKERS = CpuWorkers(n, setter) if n > 1 and setter is not None else False
                 if _WORKERS:
@@ -174,7 +177,21 @@ def worker_count() -> int:
         return workers.n
     if workers is False or in_worker() or not WORKERS_ENABLED:
         return 1
-    return max(1, torch.get_num_threads())
+    return _thread_count()
+
+
+def _thread_count() -> int:
+    """torch's thread count, capped by the CPUs the process may use (a container's CPU quota)."""
+    return max(1, min(torch.get_num_threads(), usable_cpus()))
+
+
+def fit_torch_threads() -> None:
+    """Lower torch's own thread count to the CPUs the process may use, which torch does not read from a
+    CPU quota. For the app and the command line, which own their process (a library call leaves the
+    caller's setting alone)."""
+    usable = usable_cpus()
+    if torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
 
 
 def stop_cpu_workers(timeout: float = 30.0) -> None:
