@@ -185,6 +185,21 @@ def _first_line(exc: BaseException) -> str:
 COPY_BYTES = 16 << 20
 
 
+def layout(codebook: torch.Tensor, sq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, bias) as nearest.c reads them: w [kp / 16, d, 16] = -2 E in groups of 16 codes, bias [kp] =
+    ||e||^2, kp the code count rounded up to CODE_STEP (padding: w 0, bias +inf, never the minimum)."""
+    codebook = codebook.detach().to(torch.float32).contiguous()
+    if sq is None:
+        sq = squared_norms(codebook)
+    k, d = codebook.shape
+    kp = -(-k // CODE_STEP) * CODE_STEP
+    weight = torch.zeros(kp, d)
+    weight[:k] = codebook * -2.0                           # exact: a power of two
+    bias = torch.full((kp,), float("inf"))
+    bias[:k] = sq.detach().to(torch.float32)
+    return weight.view(kp // 16, 16, d).transpose(1, 2).contiguous(), bias
+
+
 class NativePlan:
     """A codebook laid out for the kernel; `search` runs in the calling thread (a CPU worker's piece).
 
@@ -200,19 +215,11 @@ class NativePlan:
         lib = library()
         if lib is None or config.kernel not in KERNELS:
             raise RuntimeError(f"native kernel {config.kernel!r} unavailable: {unavailable()}")
-        codebook = codebook.detach().to(torch.float32).contiguous()
-        if sq is None:
-            sq = squared_norms(codebook)
         self.config = config
         self.k, self.d = codebook.shape
-        self.kp = -(-self.k // CODE_STEP) * CODE_STEP
+        self.weight, self.bias = layout(codebook, sq)
+        self.kp = self.bias.shape[0]
         self.panel = -(-max(1, config.panel) // CODE_STEP) * CODE_STEP
-        weight = torch.zeros(self.kp, self.d)
-        weight[:self.k] = codebook * -2.0                  # exact: a power of two
-        self.weight = weight.view(self.kp // 16, 16, self.d).transpose(1, 2).contiguous()
-        bias = torch.full((self.kp,), float("inf"))
-        bias[:self.k] = sq.detach().to(torch.float32)
-        self.bias = bias
         self._fn = getattr(lib, f"nearest_{config.kernel}")
         self._copies = threading.local() if config.copies and self.can_copy(codebook) else None
 
