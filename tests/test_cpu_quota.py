@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rvq_viewer.runtime import cpu_pool
-from rvq_viewer.runtime.cpu_quota import cgroup_cpu_quota, usable_cpus
+from rvq_viewer.runtime.cpu_quota import cgroup_cpu_quota, quota_note, usable_cpus
 
 
 def _write(path, text: str) -> None:
@@ -80,3 +80,15 @@ def test_the_app_lowers_torchs_threads_to_the_quota_only(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_set_up_says_when_a_quota_caps_the_cores(tmp_path):
+    root = tmp_path / "cg"
+    proc = _proc(tmp_path, "0::/\n")
+    cores = len(os.sched_getaffinity(0))
+    _write(root / "cpu.max", "50000 100000\n")
+    if cores > 1:
+        assert quota_note(root, proc) == f"a CPU quota of 0.5 caps the {cores} cores this process may run on at 1"
+    _write(root / "cpu.max", f"{(cores + 1) * 100000} 100000\n")     # more quota than cores: no cap to name
+    assert quota_note(root, proc) is None
+    assert quota_note(root, tmp_path / "no-such-file") is None

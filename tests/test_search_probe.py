@@ -115,6 +115,7 @@ def test_warm_up_measures_the_demo_and_common_shapes(fresh, monkeypatch, capsys)
                                                                    if d * k >= search_probe.MIN_PROBED}
     out = capsys.readouterr().out
     assert "search configurations for" in out
+    assert "search workers: " in out
     assert ("native kernel: " + str(_native.SOURCE.parent)) not in out       # built in the cache, not beside the source
     assert ("native kernel: " in out) == (_native.library() is not None)
 

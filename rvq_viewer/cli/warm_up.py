@@ -50,6 +50,8 @@ def run(args) -> int:
 def probe_search() -> None:
     from ..io import load_quantizer
     from ..quant import search_probe
+    from ..runtime.cpu_pool import worker_count
+    from ..runtime.cpu_quota import quota_note
     t0 = time.monotonic()
     shapes = list(COMMON_SHAPES)
     try:
@@ -62,3 +64,5 @@ def probe_search() -> None:
     print(f"search configurations for {len(shapes)} codebook shapes in {time.monotonic() - t0:.1f} s "
           f"({', '.join(paths)}); kept in {search_probe.cache_path()}")
     print(search_probe.native_kernel_status())
+    note = quota_note()
+    print(f"search workers: {worker_count()}" + (f" ({note})" if note else ""))

@@ -17,14 +17,25 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 
 def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
     """CPUs the process may run on (its affinity), capped by the quota of its cgroup and its parents."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(root, proc_cgroup)
+    cores, quota = _cores(), cgroup_cpu_quota(root, proc_cgroup)
     if quota is not None:
         cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
+
+
+def quota_note(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> str | None:
+    """Where a CPU quota is what caps the CPUs used, a few words saying so (the set-up prints them)."""
+    usable, cores, quota = usable_cpus(root, proc_cgroup), _cores(), cgroup_cpu_quota(root, proc_cgroup)
+    if quota is None or usable >= cores:
+        return None
+    return f"a CPU quota of {quota:g} caps the {cores} cores this process may run on at {usable}"
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
