@@ -74,12 +74,14 @@ def cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     return out
 
 
-def build(cc: str, flags: list[str], folder: Path) -> Path:
+def build(cc: str, flags: list[str], folder: Path, static: bool) -> Path:
+    """The driver and the kernel as one program (static for an emulator, which has no target libc)."""
     names = [f"nearest_{k}" for k in _native.KERNELS]
     driver = folder / "driver.c"
     driver.write_text(DRIVER % {"decls": ", ".join(names), "names": ", ".join(names)})
     binary = folder / "check"
-    subprocess.run([cc, *flags, "-static", "-o", str(binary), str(driver), str(_native.SOURCE)], check=True)
+    link = ["-static"] if static else []
+    subprocess.run([cc, *flags, *link, "-o", str(binary), str(driver), str(_native.SOURCE)], check=True)
     return binary
 
 
@@ -101,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        binary = build(args.cc, shlex.split(args.flags), Path(tmp))
+        binary = build(args.cc, shlex.split(args.flags), Path(tmp), static=bool(args.run))
         for name, codebook, x in cases():
             want = reference_nearest_codes(x, codebook)
             for panel in PANELS:
