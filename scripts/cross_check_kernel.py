@@ -61,7 +61,8 @@ def cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     for d, k, n in [(1, 1, 7), (3, 15, 50), (8, 4096, 4099), (16, 100, 33), (33, 64, 64), (128, 1024, 301),
                     (200, 65, 11)]:
         gen = torch.Generator().manual_seed(d * 1000 + k)
-        out.append((f"gaussian d={d} k={k} n={n}", torch.randn(k, d, generator=gen), torch.randn(n, d, generator=gen)))
+        codebook, x = torch.randn(k, d, generator=gen), torch.randn(n, d, generator=gen)
+        out.append((f"gaussian d={d} k={k} n={n}", codebook, x))
     codebook, x = probe_data(8, 3000)
     codebook[2999] = codebook[5]                 # a duplicate in another lane and panel than its first copy
     x[-3:] = codebook[5]

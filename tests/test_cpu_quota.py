@@ -88,7 +88,8 @@ def test_the_set_up_says_when_a_quota_caps_the_cores(tmp_path):
     cores = len(os.sched_getaffinity(0))
     _write(root / "cpu.max", "50000 100000\n")
     if cores > 1:
-        assert quota_note(root, proc) == f"a CPU quota of 0.5 caps the {cores} cores this process may run on at 1"
+        want = f"a CPU quota of 0.5 caps the {cores} cores this process may run on at 1"
+        assert quota_note(root, proc) == want
     _write(root / "cpu.max", f"{(cores + 1) * 100000} 100000\n")     # more quota than cores: no cap to name
     assert quota_note(root, proc) is None
     assert quota_note(root, tmp_path / "no-such-file") is None

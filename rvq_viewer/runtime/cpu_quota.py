@@ -25,9 +25,10 @@ def usable_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> in
 
 def quota_note(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> str | None:
     """Where a CPU quota is what caps the CPUs used, a few words saying so (the set-up prints them)."""
-    usable, cores, quota = usable_cpus(root, proc_cgroup), _cores(), cgroup_cpu_quota(root, proc_cgroup)
-    if quota is None or usable >= cores:
+    cores, quota = _cores(), cgroup_cpu_quota(root, proc_cgroup)
+    if quota is None or math.ceil(quota) >= cores:
         return None
+    usable = max(1, math.ceil(quota))
     return f"a CPU quota of {quota:g} caps the {cores} cores this process may run on at {usable}"
 
 
